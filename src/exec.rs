@@ -1,0 +1,246 @@
+//! Runs a plan: maps each block on its own, reduces blocks in parallel on rayon, and merges
+//! partials in block order.
+//!
+//! # Memory maps
+//!
+//! Each block is mapped read-only at a page-aligned offset, populated up front when the whole
+//! span is read, reduced and unmapped before the next, so at most `in_flight` blocks are
+//! mapped at once. Mapping is the fast path for this job (copies cost two thirds of the warm
+//! speed) but it carries one hazard no read call has: if another process truncates the file
+//! while it is being reduced, touching a vanished page raises SIGBUS and ends the process.
+//! colstats checks the file's length before each block to narrow that window; it does not
+//! try to survive a file that shrinks under it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use memmap2::{Advice, Mmap, MmapOptions};
+
+use crate::error::{Error, Result};
+use crate::kernel::{self, Need};
+use crate::moments::{Acc, Tree};
+use crate::plan::{Block, GroupKind, Plan};
+use crate::source::ArrayMeta;
+
+/// Receives the number of element bytes reduced so far (monotonic, from any thread).
+pub type ProgressFn<'a> = dyn Fn(u64) + Sync + 'a;
+
+/// Everything a run needs besides the plan.
+pub struct Job<'a> {
+    /// The array.
+    pub meta: &'a ArrayMeta,
+    /// The open file.
+    pub file: &'a File,
+    /// Selected columns, sorted and unique; results come back in this order.
+    pub sel: &'a [u64],
+    /// First selected row (the shift is read from it).
+    pub first_row: u64,
+    /// Statistics families to compute.
+    pub need: Need,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+struct State {
+    next_merge: usize,
+    pending: BTreeMap<usize, Vec<Acc>>,
+    trees: HashMap<usize, Tree>,
+    results: Vec<Acc>,
+    error: Option<Error>,
+}
+
+/// Element bytes a block reduces.
+pub fn block_bytes(b: &Block, itemsize: u64) -> u64 {
+    (b.rows.end - b.rows.start) * (b.runs.end - b.runs.start) * itemsize
+}
+
+/// Reduces every block of `plan` and returns one accumulator per selected column.
+pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<Acc>> {
+    let mut results = vec![Acc::EMPTY; job.sel.len()];
+    if plan.blocks.is_empty() {
+        return Ok(results);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(job.threads.max(1))
+        .thread_name(|i| format!("colstats-{i}"))
+        .build()
+        .map_err(|e| Error::Threads(e.to_string()))?;
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let done_bytes = AtomicU64::new(0);
+    let state = Mutex::new(State {
+        next_merge: 0,
+        pending: BTreeMap::new(),
+        trees: HashMap::new(),
+        results: std::mem::take(&mut results),
+        error: None,
+    });
+    let cv = Condvar::new();
+    let itemsize = job.meta.dtype.size as u64;
+
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= plan.blocks.len() || abort.load(Ordering::SeqCst) {
+            break;
+        }
+        // Bound the partials waiting for an earlier block: wait while too far ahead.
+        {
+            let mut st = state.lock().unwrap();
+            while i >= st.next_merge + plan.window && !abort.load(Ordering::SeqCst) {
+                st = cv.wait(st).unwrap();
+            }
+        }
+        if abort.load(Ordering::SeqCst) {
+            break;
+        }
+        let block = &plan.blocks[i];
+        let out = reduce_block(job, plan, block);
+        let mut st = state.lock().unwrap();
+        match out {
+            Ok(partial) => {
+                st.pending.insert(i, partial);
+                drain(&mut st, job, plan);
+            }
+            Err(e) => {
+                if st.error.is_none() {
+                    st.error = Some(e);
+                }
+                abort.store(true, Ordering::SeqCst);
+            }
+        }
+        drop(st);
+        cv.notify_all();
+        let d = done_bytes.fetch_add(block_bytes(block, itemsize), Ordering::SeqCst)
+            + block_bytes(block, itemsize);
+        progress(d);
+    };
+    pool.scope(|s| {
+        for _ in 0..plan.in_flight.max(1) {
+            s.spawn(|_| worker());
+        }
+    });
+    let st = state.into_inner().unwrap();
+    if let Some(e) = st.error {
+        return Err(e);
+    }
+    debug_assert_eq!(st.next_merge, plan.blocks.len());
+    Ok(st.results)
+}
+
+/// Merges the partials that are next in block order.
+fn drain(st: &mut State, job: &Job<'_>, plan: &Plan) {
+    while let Some(partial) = st.pending.remove(&st.next_merge) {
+        let b = &plan.blocks[st.next_merge];
+        let g = &plan.groups[b.group];
+        let tree = st.trees.entry(b.group).or_default();
+        match b.level {
+            Some(k) => tree.push(k, partial),
+            None => tree.push_tail(partial),
+        }
+        st.next_merge += 1;
+        if st.next_merge == g.first_block + g.blocks {
+            let tree = st.trees.remove(&b.group).expect("tree exists");
+            let accs = tree.finish().expect("a group has blocks");
+            scatter(&mut st.results, job, &g.kind, &accs);
+        }
+    }
+}
+
+/// Stores a finished group's accumulators at the selected columns' positions.
+fn scatter(results: &mut [Acc], job: &Job<'_>, kind: &GroupKind, accs: &[Acc]) {
+    let (first, is_runs) = match kind {
+        GroupKind::Rows { cols } => (cols.start, false),
+        GroupKind::Runs { runs } => (runs.start, true),
+    };
+    for (i, a) in accs.iter().enumerate() {
+        let idx = first + i as u64;
+        let col = if is_runs {
+            job.meta.column_of_run(idx)
+        } else {
+            idx
+        };
+        if let Ok(pos) = job.sel.binary_search(&col) {
+            results[pos] = *a;
+        }
+    }
+}
+
+const PAGE: u64 = 4096;
+
+fn map_block(job: &Job<'_>, block: &Block) -> Result<(Mmap, usize)> {
+    let path = &job.meta.path;
+    let len_now = job.file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if block.offset + block.span > len_now {
+        return Err(Error::Size {
+            path: path.clone(),
+            msg: format!("the file shrank to {len_now} bytes while being read"),
+        });
+    }
+    let aligned = block.offset / PAGE * PAGE;
+    let delta = (block.offset - aligned) as usize;
+    let mut opts = MmapOptions::new();
+    opts.offset(aligned).len(block.span as usize + delta);
+    if block.dense {
+        opts.populate();
+    }
+    // SAFETY: the map is read-only and private to this call; the file is not written by
+    // colstats. Another process truncating it would raise SIGBUS (see the module docs).
+    let map = unsafe { opts.map(job.file) }.map_err(|e| Error::io(path, e))?;
+    let _ = map.advise(Advice::Sequential);
+    Ok((map, delta))
+}
+
+fn read_at(job: &Job<'_>, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    job.file
+        .read_exact_at(&mut buf, offset)
+        .map_err(|e| Error::io(&job.meta.path, e))?;
+    Ok(buf)
+}
+
+fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block) -> Result<Vec<Acc>> {
+    let meta = job.meta;
+    let s = meta.dtype.size;
+    let g = &plan.groups[block.group];
+    let (map, delta) = map_block(job, block)?;
+    let data = &map[delta..];
+    let first = block.rows.start == job.first_row;
+    let out = match &g.kind {
+        GroupKind::Rows { cols } => {
+            let w = (cols.end - cols.start) as usize;
+            let shift = if first {
+                kernel::decode_shift(&data[..w * s], meta.dtype, w, s)
+            } else {
+                let off = meta.data_offset + (job.first_row * meta.columns + cols.start) * s as u64;
+                kernel::decode_shift(&read_at(job, off, w * s)?, meta.dtype, w, s)
+            };
+            kernel::reduce(data, meta.dtype, block.shape, job.need, &shift)
+        }
+        GroupKind::Runs { .. } => {
+            let n0 = meta.rows as usize;
+            let mut out = Vec::with_capacity((block.runs.end - block.runs.start) as usize);
+            for (i, m) in block.runs.clone().enumerate() {
+                let sub = &data[i * n0 * s..];
+                let shift = if first {
+                    kernel::decode_shift(&sub[..s], meta.dtype, 1, s)
+                } else {
+                    let off = meta.data_offset + (m * meta.rows + job.first_row) * s as u64;
+                    kernel::decode_shift(&read_at(job, off, s)?, meta.dtype, 1, s)
+                };
+                out.extend(kernel::reduce(
+                    sub,
+                    meta.dtype,
+                    block.shape,
+                    job.need,
+                    &shift,
+                ));
+            }
+            out
+        }
+    };
+    drop(map);
+    Ok(out)
+}

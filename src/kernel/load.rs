@@ -1,0 +1,90 @@
+//! Element decoders: raw (possibly unaligned, possibly byte-swapped) bytes to values.
+
+use half::f16;
+
+/// Decodes one floating-point element from exactly `SIZE` bytes.
+pub trait FloatLoad: Send + Sync + 'static {
+    /// Element width in bytes.
+    const SIZE: usize;
+    /// The value, widened to f64 (exactly).
+    fn dec(b: &[u8]) -> f64;
+}
+
+/// Decodes one integer or bool element from exactly `SIZE` bytes.
+pub trait IntLoad: Send + Sync + 'static {
+    /// Element width in bytes.
+    const SIZE: usize;
+    /// The true value is `dec(b) as i128 + OFFSET` (u64 is stored shifted into i64 range,
+    /// which keeps order, so min/max/sums stay in i64 lanes).
+    const OFFSET: i128;
+    /// The (shifted) value.
+    fn dec(b: &[u8]) -> i64;
+}
+
+macro_rules! float_load {
+    ($name:ident, $size:expr, $bits:ty, $from:ident, |$v:ident| $conv:expr) => {
+        /// Float decoder.
+        pub struct $name;
+        impl FloatLoad for $name {
+            const SIZE: usize = $size;
+            #[inline(always)]
+            fn dec(b: &[u8]) -> f64 {
+                let $v = <$bits>::$from(b.try_into().unwrap());
+                $conv
+            }
+        }
+    };
+}
+
+float_load!(F64Le, 8, u64, from_le_bytes, |v| f64::from_bits(v));
+float_load!(F64Be, 8, u64, from_be_bytes, |v| f64::from_bits(v));
+float_load!(F32Le, 4, u32, from_le_bytes, |v| f32::from_bits(v) as f64);
+float_load!(F32Be, 4, u32, from_be_bytes, |v| f32::from_bits(v) as f64);
+float_load!(F16Le, 2, u16, from_le_bytes, |v| f16::from_bits(v).to_f64());
+float_load!(F16Be, 2, u16, from_be_bytes, |v| f16::from_bits(v).to_f64());
+
+macro_rules! int_load {
+    ($name:ident, $size:expr, $t:ty, $from:ident, $off:expr, |$v:ident| $conv:expr) => {
+        /// Integer decoder.
+        pub struct $name;
+        impl IntLoad for $name {
+            const SIZE: usize = $size;
+            const OFFSET: i128 = $off;
+            #[inline(always)]
+            fn dec(b: &[u8]) -> i64 {
+                let $v = <$t>::$from(b.try_into().unwrap());
+                $conv
+            }
+        }
+    };
+}
+
+int_load!(BoolL, 1, u8, from_le_bytes, 0, |v| (v != 0) as i64);
+int_load!(I8L, 1, i8, from_le_bytes, 0, |v| v as i64);
+int_load!(U8L, 1, u8, from_le_bytes, 0, |v| v as i64);
+int_load!(I16Le, 2, i16, from_le_bytes, 0, |v| v as i64);
+int_load!(I16Be, 2, i16, from_be_bytes, 0, |v| v as i64);
+int_load!(U16Le, 2, u16, from_le_bytes, 0, |v| v as i64);
+int_load!(U16Be, 2, u16, from_be_bytes, 0, |v| v as i64);
+int_load!(I32Le, 4, i32, from_le_bytes, 0, |v| v as i64);
+int_load!(I32Be, 4, i32, from_be_bytes, 0, |v| v as i64);
+int_load!(U32Le, 4, u32, from_le_bytes, 0, |v| v as i64);
+int_load!(U32Be, 4, u32, from_be_bytes, 0, |v| v as i64);
+int_load!(I64Le, 8, i64, from_le_bytes, 0, |v| v);
+int_load!(I64Be, 8, i64, from_be_bytes, 0, |v| v);
+int_load!(
+    U64Le,
+    8,
+    u64,
+    from_le_bytes,
+    1i128 << 63,
+    |v| (v ^ (1u64 << 63)) as i64
+);
+int_load!(
+    U64Be,
+    8,
+    u64,
+    from_be_bytes,
+    1i128 << 63,
+    |v| (v ^ (1u64 << 63)) as i64
+);

@@ -1,0 +1,481 @@
+//! colstats: per-column statistics of on-disk arrays far larger than memory.
+//!
+//! One pass over a `.npy` file (HDF5 follows), on every core, within a fixed memory budget:
+//! the array is cut into blocks that fit the budget ([`plan`]), each block is memory-mapped
+//! on its own and reduced on a rayon worker ([`exec`], [`kernel`]), and partial results are
+//! merged exactly in a fixed order ([`moments`]), so answers are identical for any thread
+//! count.
+//!
+//! ```no_run
+//! use colstats::{Request, Stat};
+//!
+//! let summary = colstats::Request::new("big.npy")
+//!     .stats(&[Stat::Mean, Stat::Std, Stat::Min, Stat::Max])
+//!     .memory(512 << 20)
+//!     .run()?;
+//! let mean = summary.mean.as_ref().unwrap();
+//! println!("column 0: mean {}", mean[0]);
+//! # Ok::<(), colstats::Error>(())
+//! ```
+//!
+//! # Limitations
+//!
+//! - Files are memory-mapped: a file truncated by another process during a run ends the run
+//!   with SIGBUS (see [`exec`]).
+//! - The results for all selected columns must fit in half the memory budget.
+//! - A column whose finite values sum past the f64 range reports an infinite mean, as numpy.
+
+pub mod error;
+pub mod exec;
+pub mod kernel;
+pub mod moments;
+pub mod plan;
+pub mod report;
+pub mod select;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array1;
+
+pub use error::{Error, Result};
+pub use select::{ColumnSpec, RowSpec};
+pub use source::{ArrayMeta, ByteOrder, DType, Format, Kind, Order};
+
+use kernel::Need;
+use moments::Acc;
+
+/// One statistic colstats computes per column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stat {
+    /// Non-NaN values.
+    Count,
+    /// NaN values (0 for integer and bool dtypes).
+    NanCount,
+    /// Sum of the non-NaN values.
+    Sum,
+    /// Mean of the non-NaN values.
+    Mean,
+    /// Variance with `ddof` delta degrees of freedom.
+    Var,
+    /// Standard deviation (square root of `Var`).
+    Std,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+}
+
+impl Stat {
+    /// Every statistic, in output order.
+    pub const ALL: [Stat; 8] = [
+        Stat::Count,
+        Stat::NanCount,
+        Stat::Sum,
+        Stat::Mean,
+        Stat::Var,
+        Stat::Std,
+        Stat::Min,
+        Stat::Max,
+    ];
+
+    /// The name used on the command line and in output (`count`, `nan_count`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stat::Count => "count",
+            Stat::NanCount => "nan_count",
+            Stat::Sum => "sum",
+            Stat::Mean => "mean",
+            Stat::Var => "var",
+            Stat::Std => "std",
+            Stat::Min => "min",
+            Stat::Max => "max",
+        }
+    }
+
+    /// Parses a name as [`Stat::name`] writes it.
+    pub fn from_name(s: &str) -> Option<Stat> {
+        Stat::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// How NaN values are treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NanPolicy {
+    /// Ignore NaNs, like numpy's `nanmean`, `nanvar`, `nanmin`, ...
+    #[default]
+    Skip,
+    /// One NaN makes the column's sum, mean, var, std, min and max NaN, like `mean`, `var`...
+    Propagate,
+}
+
+impl NanPolicy {
+    /// `"skip"` or `"propagate"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NanPolicy::Skip => "skip",
+            NanPolicy::Propagate => "propagate",
+        }
+    }
+}
+
+/// Per-column values that are exact integers for integer dtypes and floats otherwise.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    /// Float results (NaN where undefined).
+    Float(Array1<f64>),
+    /// Exact integer results; `None` where undefined (min/max of an empty column).
+    Int(Array1<Option<i128>>),
+}
+
+impl Values {
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::Float(a) => a.len(),
+            Values::Int(a) => a.len(),
+        }
+    }
+
+    /// True when there are no columns.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entry `i` as f64 (NaN where undefined; large integers rounded).
+    pub fn get_f64(&self, i: usize) -> f64 {
+        match self {
+            Values::Float(a) => a[i],
+            Values::Int(a) => a[i].map_or(f64::NAN, |v| v as f64),
+        }
+    }
+}
+
+/// The result of a reduction: the array's metadata and one entry per selected column for
+/// each requested statistic (`None` for statistics not requested).
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The input file, as given.
+    pub path: PathBuf,
+    /// The HDF5 dataset, if any.
+    pub dataset: Option<String>,
+    /// The array's element type.
+    pub dtype: DType,
+    /// The array's shape.
+    pub shape: Vec<u64>,
+    /// Memory order of the array.
+    pub order: Order,
+    /// Rows reduced (after `--rows`).
+    pub rows: u64,
+    /// Indices of the reported columns, in output order.
+    pub columns: Vec<u64>,
+    /// Delta degrees of freedom used for var and std.
+    pub ddof: u64,
+    /// NaN policy used.
+    pub nan: NanPolicy,
+    /// Statistics requested, in output order.
+    pub stats: Vec<Stat>,
+    /// Non-NaN values per column.
+    pub count: Option<Array1<u64>>,
+    /// NaN values per column.
+    pub nan_count: Option<Array1<u64>>,
+    /// Sums (exact integers for integer dtypes).
+    pub sum: Option<Values>,
+    /// Means.
+    pub mean: Option<Array1<f64>>,
+    /// Variances.
+    pub var: Option<Array1<f64>>,
+    /// Standard deviations.
+    pub std: Option<Array1<f64>>,
+    /// Minima (exact integers for integer dtypes).
+    pub min: Option<Values>,
+    /// Maxima (exact integers for integer dtypes).
+    pub max: Option<Values>,
+}
+
+/// What `colstats info` reports: the array and the plan a run would follow.
+#[derive(Clone, Debug)]
+pub struct Info {
+    /// The array.
+    pub meta: ArrayMeta,
+    /// The format it came from.
+    pub format: Format,
+    /// The plan for reducing every column over every row.
+    pub plan: plan::Plan,
+    /// Worker threads the plan assumes.
+    pub threads: usize,
+}
+
+/// The default memory budget: 1 GiB.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+
+/// A reduction to run: built with [`Request::new`] and the setters, run with [`Request::run`].
+#[derive(Clone, Debug)]
+pub struct Request {
+    path: PathBuf,
+    dataset: Option<String>,
+    stats: Vec<Stat>,
+    memory: u64,
+    threads: Option<usize>,
+    nan: NanPolicy,
+    ddof: u64,
+    columns: Option<ColumnSpec>,
+    rows: Option<RowSpec>,
+}
+
+impl Request {
+    /// All statistics of every column of `path`, NaNs skipped, ddof 0, 1 GiB, all cores.
+    pub fn new(path: impl AsRef<Path>) -> Request {
+        Request {
+            path: path.as_ref().to_path_buf(),
+            dataset: None,
+            stats: Stat::ALL.to_vec(),
+            memory: DEFAULT_MEMORY,
+            threads: None,
+            nan: NanPolicy::Skip,
+            ddof: 0,
+            columns: None,
+            rows: None,
+        }
+    }
+
+    /// The HDF5 dataset to reduce.
+    pub fn dataset(mut self, name: impl Into<String>) -> Request {
+        self.dataset = Some(name.into());
+        self
+    }
+
+    /// The statistics to compute (output keeps the canonical order, without duplicates).
+    pub fn stats(mut self, stats: &[Stat]) -> Request {
+        let mut v = stats.to_vec();
+        v.sort();
+        v.dedup();
+        self.stats = v;
+        self
+    }
+
+    /// The memory budget in bytes (maps, buffers and partial results together).
+    pub fn memory(mut self, bytes: u64) -> Request {
+        self.memory = bytes;
+        self
+    }
+
+    /// Worker threads (default: the available cores).
+    pub fn threads(mut self, n: usize) -> Request {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// How NaNs are treated.
+    pub fn nan(mut self, policy: NanPolicy) -> Request {
+        self.nan = policy;
+        self
+    }
+
+    /// Delta degrees of freedom for var and std.
+    pub fn ddof(mut self, ddof: u64) -> Request {
+        self.ddof = ddof;
+        self
+    }
+
+    /// Only these columns, in this order.
+    pub fn columns(mut self, spec: ColumnSpec) -> Request {
+        self.columns = Some(spec);
+        self
+    }
+
+    /// Only these rows.
+    pub fn rows(mut self, spec: RowSpec) -> Request {
+        self.rows = Some(spec);
+        self
+    }
+
+    fn thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+
+    /// Opens the input and plans a full reduction without reading the data.
+    pub fn info(&self) -> Result<Info> {
+        let src = source::open(&self.path, self.dataset.as_deref())?;
+        let threads = self.thread_count();
+        let sel: Vec<u64> = (0..src.meta.columns).collect();
+        let plan = plan::plan(&src.meta, &sel, 0..src.meta.rows, self.memory, threads)
+            .map_err(|e| budget_error(&self.path, e))?;
+        Ok(Info {
+            meta: src.meta,
+            format: src.format,
+            plan,
+            threads,
+        })
+    }
+
+    /// Runs the reduction.
+    pub fn run(&self) -> Result<Summary> {
+        self.run_with_progress(|_, _| {})
+    }
+
+    /// Runs the reduction, calling `progress(bytes_done, bytes_total)` as blocks finish.
+    pub fn run_with_progress(&self, progress: impl Fn(u64, u64) + Sync) -> Result<Summary> {
+        let src = source::open(&self.path, self.dataset.as_deref())?;
+        let meta = &src.meta;
+        let threads = self.thread_count();
+        let order: Vec<u64> = match &self.columns {
+            Some(spec) => spec
+                .resolve(meta.columns)
+                .map_err(|m| Error::request(&self.path, m))?,
+            None => (0..meta.columns).collect(),
+        };
+        let mut sel = order.clone();
+        sel.sort_unstable();
+        sel.dedup();
+        let rows = self
+            .rows
+            .unwrap_or(RowSpec::new(None, None))
+            .resolve(meta.rows);
+        let plan = plan::plan(meta, &sel, rows.clone(), self.memory, threads)
+            .map_err(|e| budget_error(&self.path, e))?;
+        let has = |s: Stat| self.stats.contains(&s);
+        let need = Need {
+            moments: has(Stat::Sum) || has(Stat::Mean) || has(Stat::Var) || has(Stat::Std),
+            minmax: has(Stat::Min) || has(Stat::Max),
+        };
+        let total: u64 = plan
+            .blocks
+            .iter()
+            .map(|b| exec::block_bytes(b, meta.dtype.size as u64))
+            .sum();
+        let job = exec::Job {
+            meta,
+            file: &src.file,
+            sel: &sel,
+            first_row: rows.start,
+            need,
+            threads,
+        };
+        let accs = exec::run(&job, &plan, &|done| progress(done, total))?;
+        let picked: Vec<Acc> = order
+            .iter()
+            .map(|c| accs[sel.binary_search(c).expect("selected")])
+            .collect();
+        Ok(self.summarise(meta, rows.end - rows.start, order, &picked))
+    }
+
+    fn summarise(&self, meta: &ArrayMeta, rows: u64, columns: Vec<u64>, accs: &[Acc]) -> Summary {
+        let has = |s: Stat| self.stats.contains(&s);
+        let int = meta.dtype.is_integer();
+        let prop = self.nan == NanPolicy::Propagate;
+        let nan_out = |a: &Acc| prop && a.nan > 0;
+        let floats = |f: &dyn Fn(&Acc) -> f64| -> Array1<f64> {
+            accs.iter()
+                .map(|a| if nan_out(a) { f64::NAN } else { f(a) })
+                .collect()
+        };
+        let var_of = |a: &Acc| {
+            if a.n > self.ddof {
+                a.m2 / (a.n - self.ddof) as f64
+            } else {
+                f64::NAN
+            }
+        };
+        let mean_of = |a: &Acc| {
+            if a.n == 0 {
+                f64::NAN
+            } else if int {
+                a.isum as f64 / a.n as f64
+            } else {
+                a.sum() / a.n as f64
+            }
+        };
+        let ints = |f: &dyn Fn(&Acc) -> Option<i128>| -> Values {
+            Values::Int(accs.iter().map(f).collect())
+        };
+        let extreme = |mn: bool| -> Values {
+            if int {
+                ints(&|a| (a.n > 0).then_some(if mn { a.imin } else { a.imax }))
+            } else {
+                Values::Float(floats(&|a| {
+                    if a.n == 0 {
+                        f64::NAN
+                    } else if mn {
+                        a.min
+                    } else {
+                        a.max
+                    }
+                }))
+            }
+        };
+        Summary {
+            path: self.path.clone(),
+            dataset: self.dataset.clone(),
+            dtype: meta.dtype,
+            shape: meta.shape.clone(),
+            order: meta.order,
+            rows,
+            columns,
+            ddof: self.ddof,
+            nan: self.nan,
+            stats: self.stats.clone(),
+            count: has(Stat::Count).then(|| accs.iter().map(|a| a.n).collect()),
+            nan_count: has(Stat::NanCount).then(|| accs.iter().map(|a| a.nan).collect()),
+            sum: has(Stat::Sum).then(|| {
+                if int {
+                    ints(&|a| Some(a.isum))
+                } else {
+                    Values::Float(floats(&|a| if a.n == 0 { 0.0 } else { a.sum() }))
+                }
+            }),
+            mean: has(Stat::Mean).then(|| floats(&mean_of)),
+            var: has(Stat::Var).then(|| floats(&var_of)),
+            std: has(Stat::Std).then(|| floats(&|a| var_of(a).sqrt())),
+            min: has(Stat::Min).then(|| extreme(true)),
+            max: has(Stat::Max).then(|| extreme(false)),
+        }
+    }
+}
+
+fn budget_error(path: &Path, e: plan::PlanError) -> Error {
+    Error::Budget {
+        path: path.to_path_buf(),
+        msg: e.0,
+    }
+}
+
+/// Parses a size such as `64MiB`, `2GiB`, `512M`, `1.5G` or `1000000` (bytes).
+///
+/// `K`/`M`/`G`/`T` and their `iB` forms are powers of 1024; `KB`/`MB`/`GB`/`TB` are powers
+/// of 1000.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 512MiB, 2GiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => {
+            return Err(format!(
+                "'{s}' has an unknown unit (use K, M, G, T, KiB, MB, ...)"
+            ))
+        }
+    };
+    let v = num * mult;
+    if !v.is_finite() || v >= 1.8e19 {
+        return Err(format!("'{s}' is too large"));
+    }
+    Ok(v as u64)
+}

@@ -1,0 +1,345 @@
+//! The `colstats` command line: argument parsing, the progress bar and output selection.
+//! All work is done by the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use colstats::report::{self, OutFormat};
+use colstats::{ColumnSpec, NanPolicy, Request, RowSpec, Stat};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "colstats",
+    version,
+    about = "Per-column statistics of .npy and HDF5 arrays larger than memory, in one parallel pass"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compute per-column statistics (reducing over axis 0).
+    Stats(StatsArgs),
+    /// Show the array's shape, dtype and layout, and the plan a run would follow.
+    Info(InfoArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Fmt {
+    Table,
+    Json,
+    Csv,
+    Npz,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Nan {
+    Skip,
+    Propagate,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressMode {
+    Auto,
+    Always,
+    Never,
+}
+
+fn parse_stats(s: &str) -> Result<Vec<Stat>, String> {
+    s.split(',')
+        .map(|t| {
+            Stat::from_name(t.trim()).ok_or_else(|| {
+                format!("unknown statistic '{t}' (choose from count,nan_count,sum,mean,var,std,min,max)")
+            })
+        })
+        .collect()
+}
+
+#[derive(clap::Args)]
+struct StatsArgs {
+    /// A .npy or HDF5 file.
+    file: PathBuf,
+    /// HDF5 dataset path, e.g. /group/name.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Statistics to compute, comma-separated (default: all).
+    #[arg(long, value_parser = parse_stats)]
+    stats: Option<Vec<Stat>>,
+    /// Delta degrees of freedom for var and std.
+    #[arg(long, default_value_t = 0)]
+    ddof: u64,
+    /// NaN handling: skip (like nanmean) or propagate (like mean).
+    #[arg(long, value_enum, default_value_t = Nan::Skip)]
+    nan: Nan,
+    /// Columns to report, e.g. 0:10,42,100: (Python slices; negative counts from the end).
+    #[arg(long, allow_hyphen_values = true)]
+    columns: Option<ColumnSpec>,
+    /// Half-open row range A:B.
+    #[arg(long, allow_hyphen_values = true)]
+    rows: Option<RowSpec>,
+    /// Memory budget, e.g. 64MiB, 2GiB, 512M.
+    #[arg(long, value_parser = colstats::parse_size, default_value = "1GiB")]
+    memory: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    threads: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Fmt::Table)]
+    format: Fmt,
+    /// Write the output to FILE (atomically) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Progress bar on stderr.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+}
+
+#[derive(clap::Args)]
+struct InfoArgs {
+    /// A .npy or HDF5 file.
+    file: PathBuf,
+    /// HDF5 dataset path, e.g. /group/name.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Memory budget the plan is made for.
+    #[arg(long, value_parser = colstats::parse_size, default_value = "1GiB")]
+    memory: u64,
+    /// Worker threads the plan is made for.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    threads: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Stats(a) => stats(a),
+        Cmd::Info(a) => info(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn progress_bar(mode: ProgressMode) -> ProgressBar {
+    let show = match mode {
+        ProgressMode::Never => false,
+        ProgressMode::Always => true,
+        ProgressMode::Auto => std::io::stderr().is_terminal(),
+    };
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::term_like(Box::new(PlainStderr))
+    };
+    let pb = ProgressBar::with_draw_target(Some(0), target);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+fn stats(a: StatsArgs) -> Result<(), String> {
+    let fmt = match a.format {
+        Fmt::Table => OutFormat::Table,
+        Fmt::Json => OutFormat::Json,
+        Fmt::Csv => OutFormat::Csv,
+        Fmt::Npz => OutFormat::Npz,
+    };
+    if fmt == OutFormat::Npz && a.output.is_none() {
+        clap::Error::raw(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--format npz needs -o FILE.npz\n",
+        )
+        .exit();
+    }
+    let mut req = Request::new(&a.file)
+        .ddof(a.ddof)
+        .memory(a.memory)
+        .nan(match a.nan {
+            Nan::Skip => NanPolicy::Skip,
+            Nan::Propagate => NanPolicy::Propagate,
+        });
+    if let Some(d) = a.dataset {
+        req = req.dataset(d);
+    }
+    if let Some(s) = &a.stats {
+        req = req.stats(s);
+    }
+    if let Some(c) = a.columns {
+        req = req.columns(c);
+    }
+    if let Some(r) = a.rows {
+        req = req.rows(r);
+    }
+    if let Some(t) = a.threads {
+        req = req.threads(t as usize);
+    }
+    let pb = progress_bar(a.progress);
+    let res = req.run_with_progress(|done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    let summary = res.map_err(|e| e.to_string())?;
+    let bytes = match fmt {
+        OutFormat::Table => report::to_table(&summary).into_bytes(),
+        OutFormat::Json => report::to_json(&summary).into_bytes(),
+        OutFormat::Csv => report::to_csv(&summary).into_bytes(),
+        OutFormat::Npz => report::write_npz(&summary),
+    };
+    match &a.output {
+        Some(path) => report::write_atomic(path, &bytes)
+            .map_err(|e| format!("{}: cannot write output: {e}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&bytes).and_then(|_| out.flush()) {
+                Ok(()) => Ok(()),
+                // A closed pipe (`| head`) is the reader's choice, not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(format!("-: cannot write output: {e}")),
+            }
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn info(a: InfoArgs) -> Result<(), String> {
+    let mut req = Request::new(&a.file).memory(a.memory);
+    if let Some(d) = a.dataset {
+        req = req.dataset(d);
+    }
+    if let Some(t) = a.threads {
+        req = req.threads(t as usize);
+    }
+    let info = req.info().map_err(|e| e.to_string())?;
+    let m = &info.meta;
+    let p = &info.plan;
+    let mut o = String::new();
+    o.push_str(&format!("file:      {}\n", a.file.display()));
+    o.push_str(&format!("format:    {:?}\n", info.format));
+    o.push_str(&format!(
+        "shape:     {}\n",
+        colstats::source::shape_str(&m.shape)
+    ));
+    o.push_str(&format!("dtype:     {} ({})\n", m.dtype, m.dtype.descr()));
+    o.push_str(&format!(
+        "order:     {}\n",
+        if m.order == colstats::Order::C {
+            "C (row-major)"
+        } else {
+            "F (column-major)"
+        }
+    ));
+    o.push_str(&format!(
+        "rows:      {}\ncolumns:   {}\n",
+        m.rows, m.columns
+    ));
+    o.push_str(&format!(
+        "bytes:     {} ({})\n",
+        m.data_bytes,
+        human(m.data_bytes)
+    ));
+    o.push_str(&format!("offset:    {}\n", m.data_offset));
+    o.push_str("plan:\n");
+    o.push_str(&format!("  memory budget:   {}\n", human(p.budget)));
+    o.push_str(&format!("  threads:         {}\n", info.threads));
+    o.push_str(&format!("  blocks:          {}\n", p.blocks.len()));
+    if let Some(b) = p.blocks.first() {
+        let what = if m.order == colstats::Order::F {
+            format!(
+                "{} rows x {} column{}",
+                b.rows.end - b.rows.start,
+                b.runs.end - b.runs.start,
+                if b.runs.end - b.runs.start == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            )
+        } else {
+            format!("{} rows x {} columns", b.shape.rows, b.shape.width)
+        };
+        o.push_str(&format!("  block shape:     {what}\n"));
+        o.push_str(&format!(
+            "  bytes per block: {} ({})\n",
+            p.block_bytes,
+            human(p.block_bytes)
+        ));
+        o.push_str(&format!("  groups:          {}\n", p.groups.len()));
+    }
+    o.push_str(&format!("  blocks in flight: {}\n", p.in_flight));
+    o.push_str(&format!("  leaf rows:       {}\n", p.leaf_rows));
+    o.push_str(&format!("  est. peak memory: {}\n", human(p.est_memory)));
+    let mut out = std::io::stdout().lock();
+    match out.write_all(o.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("-: cannot write output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Draws the bar on stderr even when it is not a terminal (`--progress always`).
+#[derive(Debug)]
+struct PlainStderr;
+
+impl indicatif::TermLike for PlainStderr {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        writeln!(std::io::stderr(), "{s}")
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        write!(std::io::stderr(), "{s}")
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        write!(std::io::stderr(), "\r")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}

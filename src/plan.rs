@@ -1,0 +1,422 @@
+//! The chunk planner: cuts the selected part of an array into blocks that fit the budget.
+//!
+//! C-order arrays are cut into slabs of whole rows; Fortran-order arrays into ranges of whole
+//! columns; and when a single row (C) or column (F) is too large for a block's share of the
+//! budget, into tiles in both directions. Row ranges are always whole leaves times a power of
+//! two, aligned from the first selected row, so every block is one node of the canonical
+//! merge tree and results do not depend on the budget or thread count.
+
+use std::ops::Range;
+
+use crate::kernel::Shape;
+use crate::moments::Acc;
+use crate::source::{ArrayMeta, Order};
+
+/// Largest block a worker maps at once: per-block maps of tens of MiB, populated up front,
+/// amortise mapping costs best on this machine class (see the I/O notes in the README).
+pub const MAX_BLOCK_BYTES: u64 = 64 << 20;
+/// Target elements per leaf of the merge tree (rows × columns), small enough for the second
+/// pass over a leaf to hit the cache.
+const LEAF_ELEMS: u64 = 16384;
+/// Fewest rows per leaf, so wide arrays do not pay a merge per element.
+const MIN_LEAF_ROWS: u64 = 16;
+/// Rows per leaf for one contiguous Fortran-order column.
+const RUN_LEAF_ROWS: u64 = 16384;
+/// Smallest budget accepted.
+pub const MIN_BUDGET: u64 = 1 << 20;
+/// Fixed allowance for per-thread scratch and bookkeeping.
+const SCRATCH_PER_THREAD: u64 = 256 << 10;
+const PAGE: u64 = 4096;
+
+/// What a group of blocks covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupKind {
+    /// C order: columns `cols` of every selected row; blocks are row slabs of them.
+    Rows {
+        /// Column range (within a row) reduced together.
+        cols: Range<u64>,
+    },
+    /// Fortran order: the contiguous runs (columns in memory order) `runs`.
+    Runs {
+        /// Run range.
+        runs: Range<u64>,
+    },
+}
+
+/// A set of blocks whose partials merge into final results for the same columns.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// What it covers.
+    pub kind: GroupKind,
+    /// Index of its first block in [`Plan::blocks`]; its blocks are consecutive.
+    pub first_block: usize,
+    /// Number of blocks.
+    pub blocks: usize,
+}
+
+/// One unit of work: a byte range of the file, mapped on its own and reduced by one worker.
+#[derive(Clone, Debug)]
+pub struct Block {
+    /// The group it belongs to.
+    pub group: usize,
+    /// Rows covered.
+    pub rows: Range<u64>,
+    /// For Fortran-order groups, the runs covered (each with all of `rows`); for C order,
+    /// the group's columns.
+    pub runs: Range<u64>,
+    /// The merge-tree level of this block (`Some(k)`: 2^k whole leaves) or `None` for the
+    /// incomplete last block of a group.
+    pub level: Option<u32>,
+    /// File offset of the block's first element.
+    pub offset: u64,
+    /// Bytes from `offset` to the end of the block's last element.
+    pub span: u64,
+    /// Bytes the reduction actually reads (resident while the block is mapped).
+    pub touched: u64,
+    /// Geometry for the kernel (for runs: one run's geometry).
+    pub shape: Shape,
+    /// Whether the whole span is read, so it can be populated up front.
+    pub dense: bool,
+}
+
+/// The full plan for one reduction.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Groups of blocks, in execution order.
+    pub groups: Vec<Group>,
+    /// Blocks, in execution (file) order.
+    pub blocks: Vec<Block>,
+    /// Rows per leaf of the merge tree.
+    pub leaf_rows: u64,
+    /// Largest number of bytes one block touches.
+    pub block_bytes: u64,
+    /// Blocks mapped at the same time.
+    pub in_flight: usize,
+    /// Completed partials allowed to wait for an earlier block.
+    pub window: usize,
+    /// Estimated peak memory of the run (maps + partials + results), in bytes.
+    pub est_memory: u64,
+    /// The memory budget.
+    pub budget: u64,
+}
+
+/// Why no plan fits.
+#[derive(Debug)]
+pub struct PlanError(pub String);
+
+/// Bytes one column accumulator takes.
+pub const ACC_BYTES: u64 = std::mem::size_of::<Acc>() as u64;
+
+fn prev_pow2(x: u64) -> u64 {
+    if x == 0 {
+        0
+    } else {
+        1 << (63 - x.leading_zeros())
+    }
+}
+
+fn ceil_log2(x: u64) -> u64 {
+    if x <= 1 {
+        0
+    } else {
+        64 - (x - 1).leading_zeros() as u64
+    }
+}
+
+/// Rows per merge-tree leaf for a C-order array with `columns` columns.
+pub fn leaf_rows_c(columns: u64) -> u64 {
+    prev_pow2(LEAF_ELEMS / columns.max(1)).clamp(MIN_LEAF_ROWS, LEAF_ELEMS)
+}
+
+/// Plans the reduction of columns `sel` (sorted, unique) over `rows` of `meta`.
+pub fn plan(
+    meta: &ArrayMeta,
+    sel: &[u64],
+    rows: Range<u64>,
+    budget: u64,
+    threads: usize,
+) -> Result<Plan, PlanError> {
+    let threads = threads.max(1) as u64;
+    if budget < MIN_BUDGET {
+        return Err(PlanError(format!(
+            "--memory {budget} bytes is below the minimum of {MIN_BUDGET} bytes (1 MiB)"
+        )));
+    }
+    let results = sel.len() as u64 * (ACC_BYTES + 8);
+    if results > budget / 2 {
+        return Err(PlanError(format!(
+            "the results for {} columns need {} MiB, more than half the memory budget; \
+             raise --memory or select fewer --columns",
+            sel.len(),
+            results >> 20
+        )));
+    }
+    let fixed = results + threads * SCRATCH_PER_THREAD;
+    let avail = budget.saturating_sub(fixed);
+    let share = (avail / threads).min(MAX_BLOCK_BYTES);
+    let nrows = rows.end - rows.start;
+    let s = meta.dtype.size as u64;
+    let mut p = Plan {
+        groups: Vec::new(),
+        blocks: Vec::new(),
+        leaf_rows: 0,
+        block_bytes: 0,
+        in_flight: 0,
+        window: 2 * threads as usize,
+        est_memory: fixed,
+        budget,
+    };
+    if nrows == 0 || sel.is_empty() {
+        p.leaf_rows = leaf_rows_c(meta.columns);
+        return Ok(p);
+    }
+    let mut partial_mem = 0u64;
+    match meta.order {
+        Order::C => {
+            let r = leaf_rows_c(meta.columns);
+            p.leaf_rows = r;
+            for cols in column_ranges(sel, s) {
+                plan_rows(
+                    meta,
+                    &mut p,
+                    cols,
+                    &rows,
+                    r,
+                    share,
+                    threads,
+                    avail,
+                    &mut partial_mem,
+                )?;
+            }
+        }
+        Order::F => {
+            p.leaf_rows = RUN_LEAF_ROWS;
+            let mut runs: Vec<u64> = sel.iter().map(|&c| meta.run_of_column(c)).collect();
+            runs.sort_unstable();
+            for rr in contiguous_ranges(&runs) {
+                plan_runs(meta, &mut p, rr, &rows, share);
+            }
+            partial_mem = ACC_BYTES * (p.window as u64 + threads) * 64;
+        }
+    }
+    p.in_flight = (threads as usize).min(p.blocks.len()).max(1);
+    p.block_bytes = p.blocks.iter().map(|b| b.touched).max().unwrap_or(0);
+    p.est_memory = fixed + p.in_flight as u64 * p.block_bytes + partial_mem;
+    if p.est_memory > budget {
+        return Err(PlanError(format!(
+            "cannot fit the reduction in {} MiB (needs about {} MiB); raise --memory",
+            budget >> 20,
+            p.est_memory.div_ceil(1 << 20)
+        )));
+    }
+    Ok(p)
+}
+
+/// Merges sorted column indices into ranges, bridging small gaps (in C order reading a few
+/// unselected columns costs less than cutting rows into pieces).
+fn column_ranges(sel: &[u64], itemsize: u64) -> Vec<Range<u64>> {
+    let gap = (PAGE / itemsize).max(64);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for &c in sel {
+        match out.last_mut() {
+            Some(r) if c <= r.end + gap => r.end = c + 1,
+            _ => out.push(c..c + 1),
+        }
+    }
+    out
+}
+
+fn contiguous_ranges(sorted: &[u64]) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for &c in sorted {
+        match out.last_mut() {
+            Some(r) if c == r.end => r.end = c + 1,
+            Some(r) if c < r.end => {}
+            _ => out.push(c..c + 1),
+        }
+    }
+    out
+}
+
+/// Bytes resident when `rows` rows of `w` columns are read from rows `stride` bytes apart.
+fn touched_rows(rows: u64, w_bytes: u64, stride_bytes: u64) -> u64 {
+    if w_bytes == stride_bytes {
+        rows * w_bytes + 2 * PAGE
+    } else {
+        rows * (w_bytes.div_ceil(PAGE) + 1) * PAGE
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_rows(
+    meta: &ArrayMeta,
+    p: &mut Plan,
+    cols: Range<u64>,
+    rows: &Range<u64>,
+    r: u64,
+    share: u64,
+    threads: u64,
+    avail: u64,
+    partial_mem: &mut u64,
+) -> Result<(), PlanError> {
+    let s = meta.dtype.size as u64;
+    let c = meta.columns;
+    let nrows = rows.end - rows.start;
+    let total_leaves = nrows.div_ceil(r);
+    // Column tile width: whole range unless one leaf of it exceeds a block's share or the
+    // partial results it needs crowd out the data.
+    let mut w = cols.end - cols.start;
+    let (k, w) = loop {
+        let leaf_bytes = touched_rows(r, w * s, if w == c { w * s } else { c * s });
+        let mut k = 0u32;
+        if leaf_bytes <= share {
+            while (2u64 << k) <= total_leaves.max(1).next_power_of_two()
+                && leaf_bytes * (2u64 << k) <= share
+            {
+                k += 1;
+            }
+            let block_rows = r << k;
+            let nblocks = nrows.div_ceil(block_rows);
+            let depth_b = k as u64 + 1;
+            let depth_g = ceil_log2(nblocks) + 1;
+            let partials = w * ACC_BYTES * (threads * (depth_b + 1) + depth_g + 2 * threads);
+            let data = threads * touched_rows(block_rows.min(nrows), w * s, c * s);
+            if partials + data <= avail {
+                *partial_mem = (*partial_mem).max(partials);
+                break (k, w);
+            }
+        }
+        if w <= MIN_LEAF_ROWS {
+            return Err(PlanError(format!(
+                "a single leaf of {r} rows does not fit the memory budget; raise --memory"
+            )));
+        }
+        w = w.div_ceil(2);
+    };
+    let block_rows = r << k;
+    let mut c0 = cols.start;
+    while c0 < cols.end {
+        let c1 = (c0 + w).min(cols.end);
+        let gi = p.groups.len();
+        let first = p.blocks.len();
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let r1 = (r0 + block_rows).min(rows.end);
+            let n = r1 - r0;
+            let full = n == block_rows;
+            let wb = (c1 - c0) * s;
+            let offset = meta.data_offset + (r0 * c + c0) * s;
+            let span = ((n - 1) * c + (c1 - c0)) * s;
+            p.blocks.push(Block {
+                group: gi,
+                rows: r0..r1,
+                runs: c0..c1,
+                level: full.then_some(k),
+                offset,
+                span,
+                touched: touched_rows(n, wb, c * s),
+                shape: Shape {
+                    rows: n as usize,
+                    width: (c1 - c0) as usize,
+                    stride: c as usize,
+                    leaf_rows: r as usize,
+                },
+                dense: c1 - c0 == c,
+            });
+            r0 = r1;
+        }
+        p.groups.push(Group {
+            kind: GroupKind::Rows { cols: c0..c1 },
+            first_block: first,
+            blocks: p.blocks.len() - first,
+        });
+        c0 = c1;
+    }
+    Ok(())
+}
+
+fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>, share: u64) {
+    let s = meta.dtype.size as u64;
+    let n0 = meta.rows;
+    let nrows = rows.end - rows.start;
+    let run_bytes = nrows * s;
+    let r = p.leaf_rows;
+    let full_rows = nrows == n0;
+    if run_bytes <= share {
+        // Several whole runs per block (only adjacent in the file when all rows are read).
+        let per = if full_rows {
+            (share / run_bytes.max(1)).max(1)
+        } else {
+            1
+        };
+        let mut m0 = runs.start;
+        while m0 < runs.end {
+            let m1 = (m0 + per).min(runs.end);
+            let gi = p.groups.len();
+            let offset = meta.data_offset + (m0 * n0 + rows.start) * s;
+            let span = ((m1 - 1 - m0) * n0 + nrows) * s;
+            p.blocks.push(Block {
+                group: gi,
+                rows: rows.clone(),
+                runs: m0..m1,
+                level: None,
+                offset,
+                span,
+                touched: span + 2 * PAGE,
+                shape: Shape {
+                    rows: nrows as usize,
+                    width: 1,
+                    stride: 1,
+                    leaf_rows: r as usize,
+                },
+                dense: true,
+            });
+            p.groups.push(Group {
+                kind: GroupKind::Runs { runs: m0..m1 },
+                first_block: p.blocks.len() - 1,
+                blocks: 1,
+            });
+            m0 = m1;
+        }
+        return;
+    }
+    // One run per group, cut into aligned row tiles.
+    let leaf_bytes = r * s;
+    let mut k = 0u32;
+    while leaf_bytes * (2u64 << k) <= share {
+        k += 1;
+    }
+    let block_rows = r << k;
+    for m in runs {
+        let gi = p.groups.len();
+        let first = p.blocks.len();
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let r1 = (r0 + block_rows).min(rows.end);
+            let n = r1 - r0;
+            let span = n * s;
+            p.blocks.push(Block {
+                group: gi,
+                rows: r0..r1,
+                runs: m..m + 1,
+                level: (n == block_rows).then_some(k),
+                offset: meta.data_offset + (m * n0 + r0) * s,
+                span,
+                touched: span + 2 * PAGE,
+                shape: Shape {
+                    rows: n as usize,
+                    width: 1,
+                    stride: 1,
+                    leaf_rows: r as usize,
+                },
+                dense: true,
+            });
+            r0 = r1;
+        }
+        p.groups.push(Group {
+            kind: GroupKind::Runs { runs: m..m + 1 },
+            first_block: first,
+            blocks: p.blocks.len() - first,
+        });
+    }
+}

@@ -1,0 +1,298 @@
+//! Where bytes come from: array metadata and the file formats that carry it.
+
+pub mod dtype;
+pub mod npy;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use dtype::{ByteOrder, DType, Kind};
+
+use crate::error::{Error, Result};
+
+/// Memory order of an array's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Row-major: the last index varies fastest; a row is contiguous.
+    C,
+    /// Column-major: the first index varies fastest; a column is contiguous.
+    F,
+}
+
+impl Order {
+    /// `"C"` or `"F"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Order::C => "C",
+            Order::F => "F",
+        }
+    }
+}
+
+/// The file format an array came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A NumPy `.npy` file.
+    Npy,
+    /// An HDF5 file.
+    Hdf5,
+}
+
+/// What an array is and where its elements live in the file.
+#[derive(Clone, Debug)]
+pub struct ArrayMeta {
+    /// The file.
+    pub path: PathBuf,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape as stored.
+    pub shape: Vec<u64>,
+    /// Memory order of the elements.
+    pub order: Order,
+    /// Byte offset of the first element in the file.
+    pub data_offset: u64,
+    /// Number of rows (the length of axis 0).
+    pub rows: u64,
+    /// Number of columns (the trailing dimensions' product).
+    pub columns: u64,
+    /// Bytes of element data (`rows * columns * itemsize`).
+    pub data_bytes: u64,
+}
+
+impl ArrayMeta {
+    /// Builds and validates metadata for elements stored contiguously at `data_offset`.
+    pub fn new(
+        path: &Path,
+        dtype: DType,
+        shape: Vec<u64>,
+        order: Order,
+        data_offset: u64,
+        file_len: u64,
+    ) -> Result<ArrayMeta> {
+        if shape.is_empty() {
+            return Err(Error::format(
+                path,
+                "0-d array (a single scalar): there is no axis 0 to reduce over",
+            ));
+        }
+        if shape.len() > 64 {
+            return Err(Error::format(
+                path,
+                format!("{} dimensions is too many", shape.len()),
+            ));
+        }
+        let overflow = || Error::format(path, format!("shape {shape:?} is too large"));
+        let rows = shape[0];
+        let columns = shape[1..]
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(overflow)?;
+        let data_bytes = rows
+            .checked_mul(columns)
+            .and_then(|n| n.checked_mul(dtype.size as u64))
+            .filter(|&n| n <= i64::MAX as u64)
+            .ok_or_else(overflow)?;
+        let have = file_len.saturating_sub(data_offset);
+        if have < data_bytes {
+            return Err(Error::Size {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "truncated data: shape {} of {} needs {data_bytes} bytes but the file has {have}",
+                    shape_str(&shape),
+                    dtype.name()
+                ),
+            });
+        }
+        if have > data_bytes {
+            return Err(Error::Size {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "{} unexpected bytes after the data (shape {} of {} needs {data_bytes} bytes)",
+                    have - data_bytes,
+                    shape_str(&shape),
+                    dtype.name()
+                ),
+            });
+        }
+        // For one row or one column both orders describe the same bytes; call it C so the
+        // planner has fewer cases.
+        let order = if rows <= 1 || columns <= 1 {
+            Order::C
+        } else {
+            order
+        };
+        Ok(ArrayMeta {
+            path: path.to_path_buf(),
+            dtype,
+            shape,
+            order,
+            data_offset,
+            rows,
+            columns,
+            data_bytes,
+        })
+    }
+
+    /// In Fortran order, the position in memory of the contiguous run holding `column`.
+    ///
+    /// Columns are the trailing dimensions flattened in C order, while Fortran order lays the
+    /// runs out with the second index fastest, so for three or more dimensions the two differ.
+    pub fn run_of_column(&self, column: u64) -> u64 {
+        let dims = &self.shape[1..];
+        let (mut rem, mut run, mut stride) = (column, 0u64, 1u64);
+        // Decompose `column` in C order (last dim fastest) and recompose in F order.
+        let mut digits = vec![0u64; dims.len()];
+        for (k, &d) in dims.iter().enumerate().rev() {
+            digits[k] = rem % d.max(1);
+            rem /= d.max(1);
+        }
+        for (k, &d) in dims.iter().enumerate() {
+            run += digits[k] * stride;
+            stride *= d;
+        }
+        run
+    }
+}
+
+/// `(3, 4)`-style rendering of a shape, as numpy prints it.
+pub fn shape_str(shape: &[u64]) -> String {
+    match shape {
+        [one] => format!("({one},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// HDF5's signature; it sits at offset 0, 512, 1024, 2048, ... (after a user block).
+const HDF5_MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
+
+/// An opened input: its metadata and the open file.
+#[derive(Debug)]
+pub struct Source {
+    /// What the array is and where it lives.
+    pub meta: ArrayMeta,
+    /// The format it came from.
+    pub format: Format,
+    /// The open file, for mapping blocks.
+    pub file: File,
+}
+
+/// Opens `path`, recognising the format by its first bytes, and reads the array's metadata.
+pub fn open(path: &Path, dataset: Option<&str>) -> Result<Source> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let md = file.metadata().map_err(|e| Error::io(path, e))?;
+    if md.is_dir() {
+        return Err(Error::format(path, "is a directory"));
+    }
+    let len = md.len();
+    if len == 0 {
+        return Err(Error::format(path, "empty file"));
+    }
+    let mut head = Vec::with_capacity(4096);
+    (&mut file)
+        .take(4096)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
+    if head.starts_with(npy::MAGIC) {
+        if dataset.is_some() {
+            return Err(Error::request(path, "--dataset applies only to HDF5 files"));
+        }
+        let need = header_extent(&head);
+        if need > head.len() && (need as u64) <= len {
+            head.clear();
+            let mut f = &file;
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| Error::io(path, e))?;
+            f.take(need as u64)
+                .read_to_end(&mut head)
+                .map_err(|e| Error::io(path, e))?;
+        }
+        let meta = npy::parse(path, &head, len)?;
+        return Ok(Source {
+            meta,
+            format: Format::Npy,
+            file,
+        });
+    }
+    if head.starts_with(HDF5_MAGIC) || is_hdf5_after_userblock(&file, len) {
+        return Err(Error::format(
+            path,
+            "HDF5 input is not supported by this build yet",
+        ));
+    }
+    Err(Error::format(
+        path,
+        "not a .npy or HDF5 file (unrecognised signature)",
+    ))
+}
+
+/// The number of bytes the `.npy` header claims (preamble included), or 0 if unknown.
+fn header_extent(head: &[u8]) -> usize {
+    match head.get(6..8) {
+        Some([1, _]) if head.len() >= 10 => 10 + u16::from_le_bytes([head[8], head[9]]) as usize,
+        Some([2 | 3, _]) if head.len() >= 12 => {
+            let n = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+            12 + n.min(1 << 21)
+        }
+        _ => 0,
+    }
+}
+
+fn is_hdf5_after_userblock(file: &File, len: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut off = 512u64;
+    let mut sig = [0u8; 8];
+    while off + 8 <= len && off <= (1 << 40) {
+        if file.read_exact_at(&mut sig, off).is_err() {
+            return false;
+        }
+        if &sig == HDF5_MAGIC {
+            return true;
+        }
+        off *= 2;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fortran_runs_for_3d() {
+        let dt = DType::new(Kind::Float, 8, ByteOrder::Little).unwrap();
+        let m = ArrayMeta::new(Path::new("x"), dt, vec![2, 3, 4], Order::F, 0, 2 * 12 * 8).unwrap();
+        // column c = j*4 + k lives in run j + 3*k.
+        assert_eq!(m.run_of_column(0), 0);
+        assert_eq!(m.run_of_column(1), 3);
+        assert_eq!(m.run_of_column(4), 1);
+        assert_eq!(m.run_of_column(11), 2 + 3 * 3);
+    }
+}
+
+impl ArrayMeta {
+    /// In Fortran order, the column held by the `run`-th contiguous run (inverse of
+    /// [`ArrayMeta::run_of_column`]).
+    pub fn column_of_run(&self, run: u64) -> u64 {
+        let dims = &self.shape[1..];
+        let mut digits = vec![0u64; dims.len()];
+        let mut rem = run;
+        for (k, &d) in dims.iter().enumerate() {
+            digits[k] = rem % d.max(1);
+            rem /= d.max(1);
+        }
+        let mut col = 0u64;
+        for (k, &d) in dims.iter().enumerate() {
+            col = col * d + digits[k];
+        }
+        col
+    }
+}
