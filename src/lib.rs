@@ -221,6 +221,7 @@ pub struct Request {
     ddof: u64,
     columns: Option<ColumnSpec>,
     rows: Option<RowSpec>,
+    block_limit: u64,
 }
 
 impl Request {
@@ -236,6 +237,7 @@ impl Request {
             ddof: 0,
             columns: None,
             rows: None,
+            block_limit: u64::MAX,
         }
     }
 
@@ -290,6 +292,14 @@ impl Request {
         self
     }
 
+    /// Caps the bytes per block below what the budget allows, to exercise many-block plans
+    /// on small inputs in tests.
+    #[doc(hidden)]
+    pub fn block_limit(mut self, bytes: u64) -> Request {
+        self.block_limit = bytes;
+        self
+    }
+
     fn thread_count(&self) -> usize {
         self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -303,8 +313,15 @@ impl Request {
         let src = source::open(&self.path, self.dataset.as_deref())?;
         let threads = self.thread_count();
         let sel: Vec<u64> = (0..src.meta.columns).collect();
-        let plan = plan::plan(&src.meta, &sel, 0..src.meta.rows, self.memory, threads)
-            .map_err(|e| budget_error(&self.path, e))?;
+        let plan = plan::plan(
+            &src.meta,
+            &sel,
+            0..src.meta.rows,
+            self.memory,
+            threads,
+            self.block_limit,
+        )
+        .map_err(|e| budget_error(&self.path, e))?;
         Ok(Info {
             meta: src.meta,
             format: src.format,
@@ -336,8 +353,15 @@ impl Request {
             .rows
             .unwrap_or(RowSpec::new(None, None))
             .resolve(meta.rows);
-        let plan = plan::plan(meta, &sel, rows.clone(), self.memory, threads)
-            .map_err(|e| budget_error(&self.path, e))?;
+        let plan = plan::plan(
+            meta,
+            &sel,
+            rows.clone(),
+            self.memory,
+            threads,
+            self.block_limit,
+        )
+        .map_err(|e| budget_error(&self.path, e))?;
         let has = |s: Stat| self.stats.contains(&s);
         let need = Need {
             moments: has(Stat::Sum) || has(Stat::Mean) || has(Stat::Var) || has(Stat::Std),

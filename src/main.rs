@@ -51,14 +51,19 @@ enum ProgressMode {
     Never,
 }
 
-fn parse_stats(s: &str) -> Result<Vec<Stat>, String> {
+/// A comma-separated list of statistics.
+#[derive(Clone)]
+struct StatList(Vec<Stat>);
+
+fn parse_stats(s: &str) -> Result<StatList, String> {
     s.split(',')
         .map(|t| {
             Stat::from_name(t.trim()).ok_or_else(|| {
                 format!("unknown statistic '{t}' (choose from count,nan_count,sum,mean,var,std,min,max)")
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(StatList)
 }
 
 #[derive(clap::Args)]
@@ -70,7 +75,7 @@ struct StatsArgs {
     dataset: Option<String>,
     /// Statistics to compute, comma-separated (default: all).
     #[arg(long, value_parser = parse_stats)]
-    stats: Option<Vec<Stat>>,
+    stats: Option<StatList>,
     /// Delta degrees of freedom for var and std.
     #[arg(long, default_value_t = 0)]
     ddof: u64,
@@ -98,6 +103,9 @@ struct StatsArgs {
     /// Progress bar on stderr.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
+    /// Testing aid: cap the bytes per block below what the budget allows.
+    #[arg(long, hide = true, value_parser = colstats::parse_size)]
+    block_limit: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -180,7 +188,7 @@ fn stats(a: StatsArgs) -> Result<(), String> {
         req = req.dataset(d);
     }
     if let Some(s) = &a.stats {
-        req = req.stats(s);
+        req = req.stats(&s.0);
     }
     if let Some(c) = a.columns {
         req = req.columns(c);
@@ -190,6 +198,9 @@ fn stats(a: StatsArgs) -> Result<(), String> {
     }
     if let Some(t) = a.threads {
         req = req.threads(t as usize);
+    }
+    if let Some(b) = a.block_limit {
+        req = req.block_limit(b);
     }
     let pb = progress_bar(a.progress);
     let res = req.run_with_progress(|done, total| {

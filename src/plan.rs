@@ -135,6 +135,7 @@ pub fn plan(
     rows: Range<u64>,
     budget: u64,
     threads: usize,
+    block_limit: u64,
 ) -> Result<Plan, PlanError> {
     let threads = threads.max(1) as u64;
     if budget < MIN_BUDGET {
@@ -182,7 +183,7 @@ pub fn plan(
                     cols,
                     &rows,
                     r,
-                    share,
+                    (share, block_limit),
                     threads,
                     avail,
                     &mut partial_mem,
@@ -194,7 +195,7 @@ pub fn plan(
             let mut runs: Vec<u64> = sel.iter().map(|&c| meta.run_of_column(c)).collect();
             runs.sort_unstable();
             for rr in contiguous_ranges(&runs) {
-                plan_runs(meta, &mut p, rr, &rows, share);
+                plan_runs(meta, &mut p, rr, &rows, share.min(block_limit));
             }
             partial_mem = ACC_BYTES * (p.window as u64 + threads) * 64;
         }
@@ -254,7 +255,7 @@ fn plan_rows(
     cols: Range<u64>,
     rows: &Range<u64>,
     r: u64,
-    share: u64,
+    (share, limit): (u64, u64),
     threads: u64,
     avail: u64,
     partial_mem: &mut u64,
@@ -271,7 +272,7 @@ fn plan_rows(
         let mut k = 0u32;
         if leaf_bytes <= share {
             while (2u64 << k) <= total_leaves.max(1).next_power_of_two()
-                && leaf_bytes * (2u64 << k) <= share
+                && leaf_bytes * (2u64 << k) <= share.min(limit)
             {
                 k += 1;
             }

@@ -317,30 +317,38 @@ fn float_tile<L: FloatLoad>(
     out: &mut [Acc],
 ) {
     let (w, l) = (t.w, t.w * t.k);
-    // Pass 1: counts, shifted sums, min, max.
+    // Pass 1: counts, compensated sums (Knuth's branch-free two-sum per lane), min, max.
     {
         let cnt = &mut lanes.n[..l];
         let sum = &mut lanes.a[..l];
         let mn = &mut lanes.b[..l];
         let mx = &mut lanes.c[..l];
-        let ks = &ks[..l];
+        let comp = &mut lanes.d[..l];
         cnt.fill(0);
         sum.fill(0.0);
+        comp.fill(0.0);
         mn.fill(f64::INFINITY);
         mx.fill(f64::NEG_INFINITY);
+        let moments = need.moments;
         t.visit(data, shape, L::SIZE, |bytes, used| {
-            for (((((e, kk), c), s), lo), hi) in bytes
+            for (((((e, c), s), cp), lo), hi) in bytes
                 .chunks_exact(L::SIZE)
-                .zip(ks[..used].iter())
                 .zip(cnt[..used].iter_mut())
                 .zip(sum[..used].iter_mut())
+                .zip(comp[..used].iter_mut())
                 .zip(mn[..used].iter_mut())
                 .zip(mx[..used].iter_mut())
             {
                 let x = L::dec(e);
                 let ok = !x.is_nan();
                 *c += ok as u64;
-                *s += if ok { x - kk } else { 0.0 };
+                if moments {
+                    let y = if ok { x } else { 0.0 };
+                    let t = *s + y;
+                    let bb = t - *s;
+                    *cp += (*s - (t - bb)) + (y - bb);
+                    *s = t;
+                }
                 if need.minmax {
                     *lo = lo.min(x);
                     *hi = hi.max(x);
@@ -349,18 +357,20 @@ fn float_tile<L: FloatLoad>(
         });
     }
     // Fold lanes into columns (lane j holds column j % w), in a fixed order.
-    let mut ys = vec![0.0f64; w];
+    let mut sums = vec![(0.0f64, 0.0f64); w];
     for (c, o) in out.iter_mut().enumerate() {
         let mut n = 0u64;
-        let mut s = 0.0f64;
+        let (mut h, mut lo_part) = (0.0f64, 0.0f64);
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
         for j in (c..l).step_by(w) {
             n += lanes.n[j];
-            s += lanes.a[j];
+            let (s, e) = two_sum(h, lanes.a[j]);
+            h = s;
+            lo_part += e + lanes.d[j];
             lo = lo.min(lanes.b[j]);
             hi = hi.max(lanes.c[j]);
         }
-        ys[c] = s;
+        sums[c] = (h, lo_part);
         *o = Acc {
             n,
             nan: t.rows as u64 - n,
@@ -372,13 +382,14 @@ fn float_tile<L: FloatLoad>(
     if !need.moments {
         return;
     }
-    // Centres: shift + mean of the shifted values.
+    // Centres: the leaf means.
     let shifts: Vec<f64> = ks[..w].to_vec();
     for (j, m) in ks[..l].iter_mut().enumerate() {
         let c = j % w;
         let n = out[c].n;
-        *m = if n > 0 {
-            shifts[c] + ys[c] / n as f64
+        let (h, lo) = sums[c];
+        *m = if n > 0 && h.is_finite() {
+            (h + lo) / n as f64
         } else {
             0.0
         };
@@ -410,28 +421,25 @@ fn float_tile<L: FloatLoad>(
             sd += lanes.a[j];
             sq += lanes.d[j];
         }
-        finish_float_leaf(o, ys[c], sd, sq, ks[c], shifts[c]);
+        finish_float_leaf(o, sums[c], sd, sq, ks[c], shifts[c]);
     }
 }
 
-/// Turns the pass sums into the leaf's mean (relative to the shift), M2 and compensated sum.
-fn finish_float_leaf(o: &mut Acc, ysum: f64, sd: f64, sq: f64, centre: f64, shift: f64) {
+/// Turns the pass sums into the leaf's compensated sum, mean (relative to the shift) and M2.
+fn finish_float_leaf(o: &mut Acc, (h, lo): (f64, f64), sd: f64, sq: f64, centre: f64, shift: f64) {
     if o.n == 0 {
         return;
     }
     let n = o.n as f64;
-    if !centre.is_finite() || !ysum.is_finite() {
+    if !h.is_finite() {
         // An infinity (or overflow) in the column: the mean is that; the spread is undefined.
-        o.mean = ysum / n;
-        o.sum_hi = ysum + n * shift;
+        o.sum_hi = h;
+        o.mean = h / n;
         o.m2 = f64::NAN;
         return;
     }
-    // sum = n*centre + sum(x - centre), with n*centre split exactly into head and tail.
-    let hi = n * centre;
-    let lo = n.mul_add(centre, -hi) + sd;
-    let (h, l) = two_sum(hi, lo);
-    o.sum_hi = h;
+    let (hi, l) = two_sum(h, lo);
+    o.sum_hi = hi;
     o.sum_lo = l;
     o.mean = (centre - shift) + sd / n;
     o.m2 = (sq - sd * (sd / n)).max(0.0);

@@ -1,0 +1,453 @@
+//! Generated arrays against exact integer-arithmetic references, across layouts, thread
+//! counts, budgets, selections and output formats; and the CLI's error paths.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+fn run_json(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = bin()
+        .args(["stats", "--format", "json"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out.stdout)
+}
+
+fn check_exact(d: &Dyadic, j: &serde_json::Value, cols: &[usize], rows: std::ops::Range<usize>) {
+    let pairs: Vec<(usize, usize)> = cols.iter().copied().enumerate().collect();
+    check_exact_at(d, j, &pairs, rows)
+}
+
+/// Checks JSON position `k` against column `c` for each `(k, c)`.
+fn check_exact_at(
+    d: &Dyadic,
+    j: &serde_json::Value,
+    pairs: &[(usize, usize)],
+    rows: std::ops::Range<usize>,
+) {
+    let st = &j["stats"];
+    for &(k, c) in pairs {
+        let (n, sum, mean, var) = d.exact(c, rows.clone());
+        assert_eq!(st["count"][k].as_u64().unwrap(), n, "count col {c}");
+        let xs: Vec<f64> = rows
+            .clone()
+            .map(|r| d.value(r, c))
+            .filter(|x| !x.is_nan())
+            .collect();
+        // Sums are compensated: allow a few ulps of the result plus eps^2-scale of sum |x|.
+        let abs: f64 = xs.iter().map(|x| x.abs()).sum();
+        let close = |got: f64, want: f64, tol: f64, scale: f64, what: &str| {
+            assert!(
+                (got - want).abs() <= tol * want.abs() + scale || (got.is_nan() && want.is_nan()),
+                "{what} col {c}: got {got:e} want {want:e}"
+            );
+        };
+        let n = xs.len().max(1) as f64;
+        close(num(&st["sum"][k]), sum, 4e-16, 1e-28 * abs, "sum");
+        close(num(&st["mean"][k]), mean, 8e-16, 1e-28 * abs / n, "mean");
+        close(num(&st["var"][k]), var, 1e-10, 0.0, "var");
+        let mn = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let mx = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !xs.is_empty() {
+            assert_eq!(num(&st["min"][k]), mn, "min col {c}");
+            assert_eq!(num(&st["max"][k]), mx, "max col {c}");
+        }
+    }
+}
+
+#[test]
+fn c_and_fortran_order_many_blocks_exact_and_thread_invariant() {
+    let dir = tmpdir();
+    // Large offset: var must stay exact relative to a spread ~ 1e3 on top of 1e9.
+    let d = dyadic(50_003, 3, 1_000_000_000, 20, 7);
+    for fortran in [false, true] {
+        let p = dir.path().join(format!("a{fortran}.npy"));
+        write_npy(&p, "<f8", fortran, &[50_003, 3], &d.bytes(fortran));
+        let base = run_json(&p, &["--threads", "1"]);
+        check_exact(&d, &base, &[0, 1, 2], 0..50_003);
+        for extra in [
+            &["--threads", "2"][..],
+            &["--threads", "4", "--block-limit", "1"][..],
+            &["--threads", "3", "--block-limit", "100KiB"][..],
+            &["--threads", "2", "--memory", "1MiB"][..],
+        ] {
+            assert_eq!(run_json(&p, extra), base, "fortran={fortran} {extra:?}");
+        }
+    }
+}
+
+#[test]
+fn c_and_fortran_give_the_same_exact_answers() {
+    let dir = tmpdir();
+    let d = dyadic(3001, 7, -5, 100, 11);
+    let pc = dir.path().join("c.npy");
+    let pf = dir.path().join("f.npy");
+    write_npy(&pc, "<f8", false, &[3001, 7], &d.bytes(false));
+    write_npy(&pf, "<f8", true, &[3001, 7], &d.bytes(true));
+    let all: Vec<usize> = (0..7).collect();
+    check_exact(&d, &run_json(&pc, &[]), &all, 0..3001);
+    check_exact(&d, &run_json(&pf, &[]), &all, 0..3001);
+}
+
+#[test]
+fn columns_and_rows_selections() {
+    let dir = tmpdir();
+    let d = dyadic(20_000, 9, 3, 50, 3);
+    for fortran in [false, true] {
+        let p = dir.path().join(format!("s{fortran}.npy"));
+        write_npy(&p, "<f8", fortran, &[20_000, 9], &d.bytes(fortran));
+        let j = run_json(&p, &["--columns", "7,0:2,-1", "--rows", "123:17000"]);
+        assert_eq!(j["columns"], 4);
+        assert_eq!(j["rows"], 17000 - 123);
+        assert_eq!(
+            j["column_index"],
+            serde_json::json!([7, 0, 1, 8]),
+            "column order as given"
+        );
+        check_exact(&d, &j, &[7, 0, 1, 8], 123..17000);
+        let j2 = run_json(
+            &p,
+            &[
+                "--columns",
+                "7,0:2,-1",
+                "--rows",
+                "123:17000",
+                "--threads",
+                "1",
+                "--block-limit",
+                "1",
+            ],
+        );
+        assert_eq!(j, j2);
+    }
+}
+
+#[test]
+fn wide_rows_are_tiled_within_a_small_budget_with_identical_results() {
+    let dir = tmpdir();
+    let (rows, cols) = (70, 20_000);
+    let d = dyadic(rows, cols, 0, 10, 5);
+    let p = dir.path().join("wide.npy");
+    write_npy(
+        &p,
+        "<f8",
+        false,
+        &[rows as u64, cols as u64],
+        &d.bytes(false),
+    );
+    let big = run_json(&p, &[]);
+    let small = run_json(&p, &["--memory", "8MiB"]);
+    assert_eq!(big, small);
+    let info = bin()
+        .args(["info", "--memory", "8MiB"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("groups:"), "{text}");
+    let groups: u64 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("groups:"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(groups > 1, "expected column tiles: {text}");
+    check_exact_at(
+        &d,
+        &small,
+        &[(0, 0), (1, 1), (9999, 9999), (19_999, 19_999)],
+        0..rows,
+    );
+}
+
+#[test]
+fn three_d_fortran_equals_three_d_c() {
+    let dir = tmpdir();
+    // shape (n0, 3, 4): columns are (j, k) flattened in C order whatever the memory order.
+    let (n0, a, b) = (5000usize, 3usize, 4usize);
+    let mut rng = Rng(9);
+    let vals: Vec<f64> = (0..n0 * a * b)
+        .map(|_| rng.range(-1000, 1000) as f64 / 8.0)
+        .collect();
+    let at = |i: usize, j: usize, k: usize| vals[(i * a + j) * b + k];
+    let mut cbytes = Vec::new();
+    for i in 0..n0 {
+        for j in 0..a {
+            for k in 0..b {
+                cbytes.extend_from_slice(&at(i, j, k).to_le_bytes());
+            }
+        }
+    }
+    let mut fbytes = Vec::new();
+    for k in 0..b {
+        for j in 0..a {
+            for i in 0..n0 {
+                fbytes.extend_from_slice(&at(i, j, k).to_le_bytes());
+            }
+        }
+    }
+    let pc = dir.path().join("c3.npy");
+    let pf = dir.path().join("f3.npy");
+    write_npy(&pc, "<f8", false, &[n0 as u64, a as u64, b as u64], &cbytes);
+    write_npy(&pf, "<f8", true, &[n0 as u64, a as u64, b as u64], &fbytes);
+    let jc = run_json(&pc, &["--stats", "count,sum,min,max"]);
+    let jf = run_json(&pf, &["--stats", "count,sum,min,max"]);
+    // Sums of multiples of 1/8 are exact in any order.
+    assert_eq!(jc["stats"], jf["stats"]);
+    for j in 0..a {
+        for k in 0..b {
+            let col = j * b + k;
+            let s: f64 = (0..n0).map(|i| at(i, j, k)).sum();
+            assert_eq!(num(&jc["stats"]["sum"][col]), s);
+        }
+    }
+}
+
+#[test]
+fn nan_policies_ddof_and_stat_subsets() {
+    let dir = tmpdir();
+    let p = dir.path().join("n.npy");
+    let n = f64::NAN;
+    let vals = [1.0, n, n, 2.0, n, n, 3.0, 5.0, n, 4.0, f64::INFINITY, n];
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(&p, "<f8", false, &[4, 3], &bytes);
+    let skip = run_json(&p, &["--ddof", "1"]);
+    let st = &skip["stats"];
+    assert_eq!(st["count"], serde_json::json!([4, 2, 0]));
+    assert_eq!(st["nan_count"], serde_json::json!([0, 2, 4]));
+    assert_eq!(num(&st["mean"][0]), 2.5);
+    assert_eq!(num(&st["var"][0]), 5.0 / 3.0);
+    assert!(num(&st["var"][1]).is_nan(), "count - ddof <= 0 gives NaN");
+    assert_eq!(num(&st["sum"][1]), f64::INFINITY);
+    assert_eq!(num(&st["mean"][1]), f64::INFINITY);
+    assert_eq!(st["sum"][2], 0.0);
+    for s in ["mean", "var", "std", "min", "max"] {
+        assert_eq!(st[s][2], "nan", "{s} of an all-NaN column");
+    }
+    let prop = run_json(&p, &["--nan", "propagate", "--stats", "count,sum,max"]);
+    let st = &prop["stats"];
+    let mut keys: Vec<_> = st.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["count", "max", "sum"], "only requested stats appear");
+    assert_eq!(st["sum"], serde_json::json!([10.0, "nan", "nan"]));
+    assert_eq!(st["max"], serde_json::json!([4.0, "nan", "nan"]));
+    assert_eq!(prop["nan"], "propagate");
+}
+
+#[test]
+fn output_formats_and_atomic_file() {
+    let dir = tmpdir();
+    let p = dir.path().join("o.npy");
+    let d = dyadic(100, 2, 0, 0, 1);
+    write_npy(&p, "<f8", false, &[100, 2], &d.bytes(false));
+    let csv = bin()
+        .args(["stats", "--format", "csv"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(csv.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "column,count,nan_count,sum,mean,var,std,min,max"
+    );
+    assert_eq!(lines.clone().count(), 2);
+    assert!(lines.next().unwrap().starts_with("0,100,0,"));
+    let table = bin().args(["stats"]).arg(&p).output().unwrap();
+    let t = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        t.contains("column") && t.contains("mean") && t.lines().count() == 4,
+        "{t}"
+    );
+
+    let out = dir.path().join("res.json");
+    let r = bin()
+        .args(["stats", "--format", "json", "-o"])
+        .arg(&out)
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(r.status.success() && r.stdout.is_empty());
+    let j = json(&std::fs::read(&out).unwrap());
+    assert_eq!(j["columns"], 2);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let npz = dir.path().join("res.npz");
+    let r = bin()
+        .args(["stats", "--format", "npz", "-o"])
+        .arg(&npz)
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let bytes = std::fs::read(&npz).unwrap();
+    assert_eq!(&bytes[..4], b"PK\x03\x04");
+    for name in ["count.npy", "mean.npy", "max.npy", "column_index.npy"] {
+        assert!(
+            bytes.windows(name.len()).any(|w| w == name.as_bytes()),
+            "{name} missing"
+        );
+    }
+    let r = bin()
+        .args(["stats", "--format", "npz"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2), "npz without -o is a usage error");
+}
+
+#[test]
+fn integer_dtypes_exact() {
+    let dir = tmpdir();
+    let mut rng = Rng(21);
+    let rows = 40_000usize;
+    let vals: Vec<i64> = (0..rows * 2)
+        .map(|i| {
+            if i % 2 == 0 {
+                i64::MAX - rng.range(0, 4)
+            } else {
+                rng.range(i64::MIN / 2, i64::MAX / 2)
+            }
+        })
+        .collect();
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let p = dir.path().join("i.npy");
+    write_npy(&p, ">i8", false, &[rows as u64, 2], &bytes);
+    let j = run_json(&p, &["--block-limit", "1"]);
+    for c in 0..2 {
+        let col: Vec<i128> = (0..rows).map(|r| vals[r * 2 + c] as i128).collect();
+        let s: i128 = col.iter().sum();
+        assert_eq!(j["stats"]["sum"][c].to_string(), s.to_string());
+        assert_eq!(
+            j["stats"]["min"][c].to_string(),
+            col.iter().min().unwrap().to_string()
+        );
+        if c == 0 {
+            // values in [MAX-3, MAX]: variance must be ~1.25, not 0 or garbage.
+            let m = col
+                .iter()
+                .map(|x| (x - (i64::MAX as i128 - 3)) as f64)
+                .collect::<Vec<_>>();
+            let mean = m.iter().sum::<f64>() / rows as f64;
+            let var = m.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / rows as f64;
+            let got = num(&j["stats"]["var"][0]);
+            assert!((got - var).abs() <= 1e-12 * var, "var {got} want {var}");
+        }
+    }
+}
+
+#[test]
+fn error_paths() {
+    let dir = tmpdir();
+    let missing = dir.path().join("nope.npy");
+    let out_file = dir.path().join("out.json");
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        (missing.clone(), "No such file"),
+        (dir.path().to_path_buf(), "directory"),
+        (
+            {
+                let p = dir.path().join("empty.npy");
+                std::fs::write(&p, b"").unwrap();
+                p
+            },
+            "empty",
+        ),
+        (
+            {
+                let p = dir.path().join("garbage.bin");
+                std::fs::write(&p, b"hello world, not an array").unwrap();
+                p
+            },
+            "not a .npy or HDF5",
+        ),
+    ];
+    for (path, what) in cases {
+        let r = bin()
+            .args(["stats", "--format", "json", "-o"])
+            .arg(&out_file)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{err}");
+        assert!(r.stdout.is_empty());
+        assert!(
+            err.starts_with(&format!("error: {}: ", path.display())),
+            "{err}"
+        );
+        assert!(err.contains(what), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out_file.exists(), "no output file on error");
+    }
+    let p = dir.path().join("ok.npy");
+    write_npy(&p, "<f4", false, &[3, 2], &[0u8; 24]);
+    let r = bin()
+        .args(["stats", "--columns", "5"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("out of range"));
+    for bad in [
+        &["--columns", "x"][..],
+        &["--rows", "1"],
+        &["--memory", "lots"],
+        &["--stats", "median"],
+        &["--threads", "0"],
+    ] {
+        let r = bin().arg("stats").arg(&p).args(bad).output().unwrap();
+        assert_eq!(r.status.code(), Some(2), "{bad:?}");
+        assert!(r.stdout.is_empty());
+    }
+}
+
+#[test]
+fn progress_always_draws_on_stderr() {
+    let dir = tmpdir();
+    let p = dir.path().join("p.npy");
+    let d = dyadic(200_000, 4, 0, 0, 2);
+    write_npy(&p, "<f8", false, &[200_000, 4], &d.bytes(false));
+    let r = bin()
+        .args([
+            "stats",
+            "--progress",
+            "always",
+            "--format",
+            "csv",
+            "--block-limit",
+            "1",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("MiB") || err.contains("KiB"),
+        "no progress drawn: {err:?}"
+    );
+    let r = bin()
+        .args(["stats", "--format", "csv"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        r.stderr.is_empty(),
+        "auto hides the bar when stderr is not a terminal"
+    );
+}
