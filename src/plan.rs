@@ -22,6 +22,8 @@ const LEAF_ELEMS: u64 = 16384;
 const MIN_LEAF_ROWS: u64 = 16;
 /// Rows per leaf for one contiguous Fortran-order column.
 const RUN_LEAF_ROWS: u64 = 16384;
+/// Blocks are not cut smaller than this just to spread work over threads.
+const MIN_BALANCED_BLOCK: u64 = 1 << 20;
 /// Smallest budget accepted.
 pub const MIN_BUDGET: u64 = 1 << 20;
 /// Fixed allowance for per-thread scratch and bookkeeping.
@@ -154,7 +156,12 @@ pub fn plan(
     }
     let fixed = results + threads * SCRATCH_PER_THREAD;
     let avail = budget.saturating_sub(fixed);
+    // Enough blocks to keep every thread busy (about four each), but not so small that
+    // mapping costs dominate.
+    let total = (rows.end - rows.start) * sel.len() as u64 * meta.dtype.size as u64;
+    let balance = (total / (4 * threads)).max(MIN_BALANCED_BLOCK);
     let share = (avail / threads).min(MAX_BLOCK_BYTES);
+    let block_limit = block_limit.min(balance);
     let nrows = rows.end - rows.start;
     let s = meta.dtype.size as u64;
     let mut p = Plan {

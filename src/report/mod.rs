@@ -137,7 +137,7 @@ pub fn to_csv(s: &Summary) -> String {
     o
 }
 
-/// `%.7g`-style rendering for the table.
+/// `%.12g`-style rendering for the table.
 fn short(x: f64) -> String {
     if !x.is_finite() {
         return float_repr(x);
@@ -146,8 +146,8 @@ fn short(x: f64) -> String {
         return "0".into();
     }
     let e = x.abs().log10().floor() as i32;
-    if (-5..7).contains(&e) {
-        let dec = (6 - e).max(0) as usize;
+    if (-5..12).contains(&e) {
+        let dec = (11 - e).max(0) as usize;
         let t = format!("{x:.dec$}");
         if t.contains('.') {
             t.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -155,7 +155,7 @@ fn short(x: f64) -> String {
             t
         }
     } else {
-        let t = format!("{x:.6e}");
+        let t = format!("{x:.11e}");
         let (m, ex) = t.split_once('e').expect("exponent");
         let m = if m.contains('.') {
             m.trim_end_matches('0').trim_end_matches('.')

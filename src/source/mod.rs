@@ -262,22 +262,6 @@ fn is_hdf5_after_userblock(file: &File, len: u64) -> bool {
     false
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fortran_runs_for_3d() {
-        let dt = DType::new(Kind::Float, 8, ByteOrder::Little).unwrap();
-        let m = ArrayMeta::new(Path::new("x"), dt, vec![2, 3, 4], Order::F, 0, 2 * 12 * 8).unwrap();
-        // column c = j*4 + k lives in run j + 3*k.
-        assert_eq!(m.run_of_column(0), 0);
-        assert_eq!(m.run_of_column(1), 3);
-        assert_eq!(m.run_of_column(4), 1);
-        assert_eq!(m.run_of_column(11), 2 + 3 * 3);
-    }
-}
-
 impl ArrayMeta {
     /// In Fortran order, the column held by the `run`-th contiguous run (inverse of
     /// [`ArrayMeta::run_of_column`]).
@@ -294,5 +278,21 @@ impl ArrayMeta {
             col = col * d + digits[k];
         }
         col
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fortran_runs_for_3d() {
+        let dt = DType::new(Kind::Float, 8, ByteOrder::Little).unwrap();
+        let m = ArrayMeta::new(Path::new("x"), dt, vec![2, 3, 4], Order::F, 0, 2 * 12 * 8).unwrap();
+        // column c = j*4 + k lives in run j + 3*k.
+        assert_eq!(m.run_of_column(0), 0);
+        assert_eq!(m.run_of_column(1), 3);
+        assert_eq!(m.run_of_column(4), 1);
+        assert_eq!(m.run_of_column(11), 2 + 3 * 3);
     }
 }

@@ -1,0 +1,101 @@
+//! End-to-end scan throughput: `colstats` against a plain parallel read of the same file,
+//! measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench scan -- FILE.npy [REPEATS]
+//! ```
+//!
+//! The "plain read" is the machine's warm limit for this job: every core sums whole 64 MiB
+//! blocks of the file through per-block, populated memory maps (the fastest reader measured
+//! on this machine class), with nothing else. The file should be in the page cache (the bench
+//! reads it once first). Figures are GB/s of file bytes, best of REPEATS.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use memmap2::MmapOptions;
+use rayon::prelude::*;
+
+fn plain_read(file: &File, len: u64, threads: usize) -> f64 {
+    const BLOCK: u64 = 64 << 20;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let sink = AtomicU64::new(0);
+    pool.install(|| {
+        (0..len.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
+            let off = b * BLOCK;
+            let n = BLOCK.min(len - off) as usize;
+            // SAFETY: read-only map of a file nobody truncates during the bench.
+            let map =
+                unsafe { MmapOptions::new().offset(off).len(n).populate().map(file) }.unwrap();
+            let mut acc = [0.0f64; 8];
+            for c in map.chunks_exact(64) {
+                for (a, x) in acc.iter_mut().zip(c.chunks_exact(8)) {
+                    *a += f64::from_le_bytes(x.try_into().unwrap());
+                }
+            }
+            sink.fetch_add(acc.iter().sum::<f64>().to_bits() & 1, Ordering::Relaxed);
+        })
+    });
+    sink.load(Ordering::Relaxed) as f64
+}
+
+fn best(repeats: usize, mut f: impl FnMut()) -> f64 {
+    (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let Some(path) = args.first() else {
+        eprintln!("usage: cargo bench --bench scan -- FILE.npy [REPEATS]");
+        eprintln!(
+            "(make one with: cargo run --release -p data-gen -- /tmp/big.npy --shape 33554432,16)"
+        );
+        return;
+    };
+    let repeats: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let file = File::open(path).unwrap();
+    let len = file.metadata().unwrap().len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Warm the page cache.
+    plain_read(&file, len, threads);
+    let gb = len as f64 / 1e9;
+    let t_plain = best(repeats, || {
+        plain_read(&file, len, threads);
+    });
+    let req = colstats::Request::new(path).threads(threads);
+    let t_all = best(repeats, || {
+        req.run().unwrap();
+    });
+    let t_mm = best(repeats, || {
+        req.clone()
+            .stats(&[colstats::Stat::Min, colstats::Stat::Max])
+            .run()
+            .unwrap();
+    });
+    println!(
+        "file {path}: {:.2} GB, {threads} threads, best of {repeats}",
+        gb
+    );
+    println!("| reader | seconds | GB/s | fraction of plain read |");
+    println!("|---|---|---|---|");
+    for (name, t) in [
+        ("plain parallel read (per-block maps, sum)", t_plain),
+        ("colstats stats (all statistics)", t_all),
+        ("colstats stats --stats min,max", t_mm),
+    ] {
+        println!("| {name} | {t:.3} | {:.2} | {:.2} |", gb / t, t_plain / t);
+    }
+}
