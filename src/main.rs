@@ -89,7 +89,7 @@ struct StatsArgs {
     #[arg(long, allow_hyphen_values = true)]
     rows: Option<RowSpec>,
     /// Memory budget, e.g. 64MiB, 2GiB, 512M.
-    #[arg(long, value_parser = colstats::parse_size, default_value = "1GiB")]
+    #[arg(long, value_parser = parse_memory, default_value = "1GiB")]
     memory: u64,
     /// Worker threads (default: all cores).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -116,11 +116,20 @@ struct InfoArgs {
     #[arg(long)]
     dataset: Option<String>,
     /// Memory budget the plan is made for.
-    #[arg(long, value_parser = colstats::parse_size, default_value = "1GiB")]
+    #[arg(long, value_parser = parse_memory, default_value = "1GiB")]
     memory: u64,
     /// Worker threads the plan is made for.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
     threads: Option<u64>,
+}
+
+/// `--memory`: a size of at least 1 MiB.
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let v = colstats::parse_size(s)?;
+    if v < colstats::plan::MIN_BUDGET {
+        return Err(format!("'{s}' is below the minimum budget of 1MiB"));
+    }
+    Ok(v)
 }
 
 fn main() -> ExitCode {

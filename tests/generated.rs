@@ -394,6 +394,15 @@ fn error_paths() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!out_file.exists(), "no output file on error");
     }
+    // A FIFO nobody writes to must be refused, not waited on.
+    let fifo = dir.path().join("fifo.npy");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let r = bin().arg("stats").arg(&fifo).output().unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not a regular file"));
+
     let p = dir.path().join("ok.npy");
     write_npy(&p, "<f4", false, &[3, 2], &[0u8; 24]);
     let r = bin()

@@ -186,11 +186,19 @@ pub struct Source {
 
 /// Opens `path`, recognising the format by its first bytes, and reads the array's metadata.
 pub fn open(path: &Path, dataset: Option<&str>) -> Result<Source> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let md = file.metadata().map_err(|e| Error::io(path, e))?;
+    // Look before opening: opening a FIFO with no writer would block forever.
+    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if md.is_dir() {
         return Err(Error::format(path, "is a directory"));
     }
+    if !md.is_file() {
+        return Err(Error::format(
+            path,
+            "not a regular file (colstats memory-maps its input)",
+        ));
+    }
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let md = file.metadata().map_err(|e| Error::io(path, e))?;
     let len = md.len();
     if len == 0 {
         return Err(Error::format(path, "empty file"));
