@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Installs what colstats needs on a fresh Debian machine with a Rust toolchain; idempotent.
-# Other systems: a Rust toolchain (1.85+) and a C compiler; HDF5 support will also need
-# the HDF5 C library with headers (Debian/Ubuntu: libhdf5-dev, Fedora: hdf5-devel,
-# macOS: brew install hdf5).
+# Installs what colstats needs on a fresh Debian/Ubuntu machine with a Rust toolchain;
+# idempotent (installs nothing when everything is present).
+#
+# Other systems: a Rust toolchain (1.85+), a C compiler, pkg-config and the HDF5 C library
+# with headers (Fedora: hdf5-devel; macOS: brew install hdf5; conda: hdf5). Without HDF5,
+# build with `--no-default-features` (.npy only).
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+dpkg -s libhdf5-dev >/dev/null 2>&1 || need+=(libhdf5-dev)
 if ((${#need[@]})); then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need[@]}"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi

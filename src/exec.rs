@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::kernel::{self, Need};
 use crate::moments::{Acc, Tree};
 use crate::plan::{Block, GroupKind, Plan};
-use crate::source::ArrayMeta;
+use crate::source::{ArrayMeta, Storage};
 
 /// Receives the number of element bytes reduced so far (monotonic, from any thread).
 pub type ProgressFn<'a> = dyn Fn(u64) + Sync + 'a;
@@ -42,6 +42,13 @@ pub struct Job<'a> {
     pub need: Need,
     /// Worker threads.
     pub threads: usize,
+    /// How the elements are reached.
+    pub storage: &'a Storage,
+    /// The HDF5 dataset, for messages.
+    pub dataset: Option<&'a str>,
+    /// For storage that is not memory-mapped: the raw bytes of the first selected row
+    /// (all columns), from which the shift is taken.
+    pub first_row_bytes: Option<Vec<u8>>,
 }
 
 struct State {
@@ -201,7 +208,62 @@ fn read_at(job: &Job<'_>, offset: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads a block of whole rows from storage that is not memory-mapped into a buffer.
+#[cfg(feature = "hdf5")]
+fn read_block(job: &Job<'_>, block: &Block) -> Result<Vec<u8>> {
+    use crate::source::hdf5 as h5;
+    let meta = job.meta;
+    let bytes = (block.rows.end - block.rows.start) * meta.columns * meta.dtype.size as u64;
+    let mut buf = vec![0u8; bytes as usize];
+    match job.storage {
+        Storage::Mapped => unreachable!("mapped storage is not buffered"),
+        Storage::Hdf5(r) => h5::read_rows(
+            &meta.path,
+            &r.dataset,
+            &meta.shape,
+            block.rows.start,
+            block.rows.end,
+            &mut buf,
+        )?,
+        Storage::Chunked(ch) => {
+            let mut sc = h5::ChunkScratch::default();
+            h5::read_chunk_rows(
+                &meta.path,
+                job.dataset.unwrap_or("?"),
+                job.file,
+                ch,
+                &meta.shape,
+                meta.dtype.size,
+                (block.rows.start, block.rows.end),
+                &mut sc,
+                &mut buf,
+            )?
+        }
+    }
+    Ok(buf)
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn read_block(_job: &Job<'_>, _block: &Block) -> Result<Vec<u8>> {
+    unreachable!("only HDF5 storage is buffered")
+}
+
 fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block) -> Result<Vec<Acc>> {
+    if !matches!(job.storage, Storage::Mapped) {
+        let meta = job.meta;
+        let s = meta.dtype.size;
+        let w = meta.columns as usize;
+        let buf = read_block(job, block)?;
+        let first = job.first_row_bytes.as_deref().unwrap_or(&buf[..w * s]);
+        let shift = kernel::decode_shift(first, meta.dtype, w, s);
+        return Ok(kernel::reduce(
+            &buf,
+            meta.dtype,
+            block.shape,
+            job.need,
+            &shift,
+        ));
+    }
     let meta = job.meta;
     let s = meta.dtype.size;
     let g = &plan.groups[block.group];

@@ -193,15 +193,22 @@ pub struct Summary {
     pub max: Option<Values>,
 }
 
-/// What `colstats info` reports: the array and the plan a run would follow.
+/// What `colstats info` reports: the datasets of an HDF5 file, and for the chosen array its
+/// metadata and the plan a run would follow.
 #[derive(Clone, Debug)]
 pub struct Info {
-    /// The array.
-    pub meta: ArrayMeta,
-    /// The format it came from.
+    /// The format.
     pub format: Format,
-    /// The plan for reducing every column over every row.
-    pub plan: plan::Plan,
+    /// Every dataset of an HDF5 file (empty for `.npy`).
+    #[cfg(feature = "hdf5")]
+    pub datasets: Vec<source::hdf5::DatasetInfo>,
+    /// The chosen dataset's path (HDF5).
+    pub dataset: Option<String>,
+    /// How the chosen array is read (HDF5), e.g. "memory-mapped" or "chunks decoded in parallel".
+    pub access: String,
+    /// The array and its plan for reducing every column over every row; `None` for an HDF5
+    /// file with several datasets and no `--dataset`.
+    pub array: Option<(ArrayMeta, plan::Plan)>,
     /// Worker threads the plan assumes.
     pub threads: usize,
 }
@@ -308,26 +315,53 @@ impl Request {
         })
     }
 
-    /// Opens the input and plans a full reduction without reading the data.
+    /// Opens the input and plans a full reduction without reading the data; for an HDF5
+    /// file, lists its datasets.
     pub fn info(&self) -> Result<Info> {
-        let src = source::open(&self.path, self.dataset.as_deref())?;
+        let format = source::sniff(&self.path)?;
         let threads = self.thread_count();
-        let sel: Vec<u64> = (0..src.meta.columns).collect();
-        let plan = plan::plan(
-            &src.meta,
-            &sel,
-            0..src.meta.rows,
-            self.memory,
+        #[cfg(feature = "hdf5")]
+        let datasets = if format == Format::Hdf5 {
+            source::hdf5::list(&self.path)?
+        } else {
+            Vec::new()
+        };
+        #[cfg(feature = "hdf5")]
+        let choose = format == Format::Npy || self.dataset.is_some() || datasets.len() == 1;
+        #[cfg(not(feature = "hdf5"))]
+        let choose = true;
+        let mut info = Info {
+            format,
+            #[cfg(feature = "hdf5")]
+            datasets,
+            dataset: None,
+            access: String::new(),
+            array: None,
             threads,
-            self.block_limit,
-        )
-        .map_err(|e| budget_error(&self.path, e))?;
-        Ok(Info {
-            meta: src.meta,
-            format: src.format,
-            plan,
-            threads,
-        })
+        };
+        if choose {
+            let src = source::open(&self.path, self.dataset.as_deref())?;
+            let sel: Vec<u64> = (0..src.meta.columns).collect();
+            let plan = plan::plan(
+                &src.meta,
+                &sel,
+                0..src.meta.rows,
+                self.memory,
+                threads,
+                self.block_limit,
+            )
+            .map_err(|e| budget_error(&self.path, e))?;
+            info.access = match &src.storage {
+                source::Storage::Mapped => "memory-mapped per block".into(),
+                #[cfg(feature = "hdf5")]
+                source::Storage::Chunked(_) => "chunks fetched raw and decoded in parallel".into(),
+                #[cfg(feature = "hdf5")]
+                source::Storage::Hdf5(r) => format!("libhdf5 hyperslab reads ({})", r.why),
+            };
+            info.dataset = src.dataset;
+            info.array = Some((src.meta, plan));
+        }
+        Ok(info)
     }
 
     /// Runs the reduction.
@@ -372,6 +406,11 @@ impl Request {
             .iter()
             .map(|b| exec::block_bytes(b, meta.dtype.size as u64))
             .sum();
+        let first_row_bytes = if meta.mapped || plan.blocks.is_empty() {
+            None
+        } else {
+            Some(first_row(&src, rows.start)?)
+        };
         let job = exec::Job {
             meta,
             file: &src.file,
@@ -379,13 +418,18 @@ impl Request {
             first_row: rows.start,
             need,
             threads,
+            storage: &src.storage,
+            dataset: src.dataset.as_deref(),
+            first_row_bytes,
         };
         let accs = exec::run(&job, &plan, &|done| progress(done, total))?;
         let picked: Vec<Acc> = order
             .iter()
             .map(|c| accs[sel.binary_search(c).expect("selected")])
             .collect();
-        Ok(self.summarise(meta, rows.end - rows.start, order, &picked))
+        let mut summary = self.summarise(meta, rows.end - rows.start, order, &picked);
+        summary.dataset = src.dataset.clone();
+        Ok(summary)
     }
 
     fn summarise(&self, meta: &ArrayMeta, rows: u64, columns: Vec<u64>, accs: &[Acc]) -> Summary {
@@ -459,6 +503,46 @@ impl Request {
             max: has(Stat::Max).then(|| extreme(false)),
         }
     }
+}
+
+/// The raw bytes of row `row` (all columns) of a buffered (HDF5) input.
+#[cfg(feature = "hdf5")]
+fn first_row(src: &source::Source, row: u64) -> Result<Vec<u8>> {
+    let m = &src.meta;
+    let mut buf = vec![0u8; (m.columns * m.dtype.size as u64) as usize];
+    match &src.storage {
+        source::Storage::Hdf5(r) => {
+            source::hdf5::read_rows(&m.path, &r.dataset, &m.shape, row, row + 1, &mut buf)?
+        }
+        source::Storage::Chunked(ch) => {
+            // Decode the band holding the row, then keep the row.
+            let c0 = ch.chunk[0];
+            let (b0, b1) = (row / c0 * c0, (row / c0 * c0 + c0).min(m.rows));
+            let mut band = vec![0u8; ((b1 - b0) * m.columns * m.dtype.size as u64) as usize];
+            let mut sc = source::hdf5::ChunkScratch::default();
+            source::hdf5::read_chunk_rows(
+                &m.path,
+                src.dataset.as_deref().unwrap_or("?"),
+                &src.file,
+                ch,
+                &m.shape,
+                m.dtype.size,
+                (b0, b1),
+                &mut sc,
+                &mut band,
+            )?;
+            let off = ((row - b0) * m.columns * m.dtype.size as u64) as usize;
+            let n = buf.len();
+            buf.copy_from_slice(&band[off..off + n]);
+        }
+        source::Storage::Mapped => unreachable!("mapped inputs read their shift in place"),
+    }
+    Ok(buf)
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn first_row(_src: &source::Source, _row: u64) -> Result<Vec<u8>> {
+    unreachable!("only HDF5 inputs are buffered")
 }
 
 fn budget_error(path: &Path, e: plan::PlanError) -> Error {

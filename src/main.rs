@@ -263,64 +263,108 @@ fn info(a: InfoArgs) -> Result<(), String> {
         req = req.threads(t as usize);
     }
     let info = req.info().map_err(|e| e.to_string())?;
-    let m = &info.meta;
-    let p = &info.plan;
     let mut o = String::new();
     o.push_str(&format!("file:      {}\n", a.file.display()));
-    o.push_str(&format!("format:    {:?}\n", info.format));
     o.push_str(&format!(
-        "shape:     {}\n",
-        colstats::source::shape_str(&m.shape)
-    ));
-    o.push_str(&format!("dtype:     {} ({})\n", m.dtype, m.dtype.descr()));
-    o.push_str(&format!(
-        "order:     {}\n",
-        if m.order == colstats::Order::C {
-            "C (row-major)"
-        } else {
-            "F (column-major)"
+        "format:    {}\n",
+        match info.format {
+            colstats::Format::Npy => "npy",
+            colstats::Format::Hdf5 => "HDF5",
         }
     ));
-    o.push_str(&format!(
-        "rows:      {}\ncolumns:   {}\n",
-        m.rows, m.columns
-    ));
-    o.push_str(&format!(
-        "bytes:     {} ({})\n",
-        m.data_bytes,
-        human(m.data_bytes)
-    ));
-    o.push_str(&format!("offset:    {}\n", m.data_offset));
-    o.push_str("plan:\n");
-    o.push_str(&format!("  memory budget:   {}\n", human(p.budget)));
-    o.push_str(&format!("  threads:         {}\n", info.threads));
-    o.push_str(&format!("  blocks:          {}\n", p.blocks.len()));
-    if let Some(b) = p.blocks.first() {
-        let what = if m.order == colstats::Order::F {
-            format!(
-                "{} rows x {} column{}",
-                b.rows.end - b.rows.start,
-                b.runs.end - b.runs.start,
-                if b.runs.end - b.runs.start == 1 {
-                    ""
-                } else {
-                    "s"
-                }
-            )
-        } else {
-            format!("{} rows x {} columns", b.shape.rows, b.shape.width)
-        };
-        o.push_str(&format!("  block shape:     {what}\n"));
-        o.push_str(&format!(
-            "  bytes per block: {} ({})\n",
-            p.block_bytes,
-            human(p.block_bytes)
-        ));
-        o.push_str(&format!("  groups:          {}\n", p.groups.len()));
+    #[cfg(feature = "hdf5")]
+    if info.format == colstats::Format::Hdf5 {
+        o.push_str(&format!("datasets:  {}\n", info.datasets.len()));
+        for d in &info.datasets {
+            let dtype = match &d.dtype {
+                Ok(t) => t.to_string(),
+                Err(why) => format!("unsupported ({why})"),
+            };
+            let chunk = d
+                .chunk
+                .as_ref()
+                .map(|c| format!(" chunks {}", colstats::source::shape_str(c)))
+                .unwrap_or_default();
+            let filters = if d.filters.is_empty() {
+                String::new()
+            } else {
+                let f: Vec<&str> = d.filters.iter().map(|f| f.name.as_str()).collect();
+                format!(" filters {}", f.join("+"))
+            };
+            o.push_str(&format!(
+                "  {}  {} {}  {}{}{}  stored {} / logical {}\n",
+                d.path,
+                colstats::source::shape_str(&d.shape),
+                dtype,
+                d.layout.name(),
+                chunk,
+                filters,
+                human(d.stored_bytes),
+                human(d.logical_bytes)
+            ));
+        }
+        if info.array.is_none() {
+            o.push_str("(choose a dataset with --dataset to see its plan)\n");
+        }
     }
-    o.push_str(&format!("  blocks in flight: {}\n", p.in_flight));
-    o.push_str(&format!("  leaf rows:       {}\n", p.leaf_rows));
-    o.push_str(&format!("  est. peak memory: {}\n", human(p.est_memory)));
+    if let Some((m, p)) = &info.array {
+        if let Some(d) = &info.dataset {
+            o.push_str(&format!("dataset:   {d}\n"));
+            o.push_str(&format!("access:    {}\n", info.access));
+        }
+        o.push_str(&format!(
+            "shape:     {}\n",
+            colstats::source::shape_str(&m.shape)
+        ));
+        o.push_str(&format!("dtype:     {} ({})\n", m.dtype, m.dtype.descr()));
+        o.push_str(&format!(
+            "order:     {}\n",
+            if m.order == colstats::Order::C {
+                "C (row-major)"
+            } else {
+                "F (column-major)"
+            }
+        ));
+        o.push_str(&format!(
+            "rows:      {}\ncolumns:   {}\n",
+            m.rows, m.columns
+        ));
+        o.push_str(&format!(
+            "bytes:     {} ({})\n",
+            m.data_bytes,
+            human(m.data_bytes)
+        ));
+        if m.mapped {
+            o.push_str(&format!("offset:    {}\n", m.data_offset));
+        }
+        o.push_str("plan:\n");
+        o.push_str(&format!("  memory budget:    {}\n", human(p.budget)));
+        o.push_str(&format!("  threads:          {}\n", info.threads));
+        o.push_str(&format!("  blocks:           {}\n", p.blocks.len()));
+        if let Some(b) = p.blocks.first() {
+            let what = if m.order == colstats::Order::F {
+                let n = b.runs.end - b.runs.start;
+                format!(
+                    "{} rows x {} column{}",
+                    b.rows.end - b.rows.start,
+                    n,
+                    if n == 1 { "" } else { "s" }
+                )
+            } else {
+                format!("{} rows x {} columns", b.shape.rows, b.shape.width)
+            };
+            o.push_str(&format!("  block shape:      {what}\n"));
+            o.push_str(&format!(
+                "  bytes per block:  {} ({})\n",
+                p.block_bytes,
+                human(p.block_bytes)
+            ));
+            o.push_str(&format!("  groups:           {}\n", p.groups.len()));
+        }
+        o.push_str(&format!("  blocks in flight: {}\n", p.in_flight));
+        o.push_str(&format!("  leaf rows:        {}\n", p.leaf_rows));
+        o.push_str(&format!("  est. peak memory: {}\n", human(p.est_memory)));
+    }
     let mut out = std::io::stdout().lock();
     match out.write_all(o.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

@@ -154,7 +154,7 @@ pub fn plan(
             results >> 20
         )));
     }
-    let fixed = results + threads * SCRATCH_PER_THREAD;
+    let fixed = results + threads * (SCRATCH_PER_THREAD + meta.scratch_per_thread);
     let avail = budget.saturating_sub(fixed);
     // Enough blocks to keep every thread busy (about four each), but not so small that
     // mapping costs dominate.
@@ -181,9 +181,16 @@ pub fn plan(
     let mut partial_mem = 0u64;
     match meta.order {
         Order::C => {
-            let r = leaf_rows_c(meta.columns);
+            // Buffered storage (HDF5 chunks, libhdf5 reads) is read whole rows at a time,
+            // in leaves of whole chunks.
+            let r = meta.chunk_rows.unwrap_or_else(|| leaf_rows_c(meta.columns));
             p.leaf_rows = r;
-            for cols in column_ranges(sel, s) {
+            let ranges = if meta.mapped {
+                column_ranges(sel, s)
+            } else {
+                std::iter::once(0..meta.columns).collect()
+            };
+            for cols in ranges {
                 plan_rows(
                     meta,
                     &mut p,
@@ -207,8 +214,14 @@ pub fn plan(
             partial_mem = ACC_BYTES * (p.window as u64 + threads) * 64;
         }
     }
-    p.in_flight = (threads as usize).min(p.blocks.len()).max(1);
     p.block_bytes = p.blocks.iter().map(|b| b.touched).max().unwrap_or(0);
+    // Blocks larger than a thread's share (one chunk band of a buffered input) run fewer
+    // at a time.
+    let fit = (avail.saturating_sub(partial_mem) / p.block_bytes.max(1)).max(1);
+    p.in_flight = (threads as usize)
+        .min(p.blocks.len())
+        .min(fit as usize)
+        .max(1);
     p.est_memory = fixed + p.in_flight as u64 * p.block_bytes + partial_mem;
     if p.est_memory > budget {
         return Err(PlanError(format!(
@@ -274,6 +287,25 @@ fn plan_rows(
     // Column tile width: whole range unless one leaf of it exceeds a block's share or the
     // partial results it needs crowd out the data.
     let mut w = cols.end - cols.start;
+    if !meta.mapped {
+        // Whole rows only: one leaf per block at least, fewer blocks in flight if need be.
+        let leaf_bytes = r * w * s;
+        if leaf_bytes > avail {
+            return Err(PlanError(format!(
+                "one band of {r} rows ({} MiB) does not fit the memory budget; raise --memory",
+                leaf_bytes.div_ceil(1 << 20)
+            )));
+        }
+        let mut k = 0u32;
+        while (2u64 << k) <= total_leaves.max(1).next_power_of_two()
+            && leaf_bytes * (2u64 << k) <= share.min(limit)
+        {
+            k += 1;
+        }
+        *partial_mem = w * ACC_BYTES * (threads * (k as u64 + 2) + 2 * threads + 64);
+        emit_rows(meta, p, cols, rows, r, k, w);
+        return Ok(());
+    }
     let (k, w) = loop {
         let leaf_bytes = touched_rows(r, w * s, if w == c { w * s } else { c * s });
         let mut k = 0u32;
@@ -301,6 +333,22 @@ fn plan_rows(
         }
         w = w.div_ceil(2);
     };
+    emit_rows(meta, p, cols, rows, r, k, w);
+    Ok(())
+}
+
+/// Emits the blocks of a C-order column range: tiles of `w` columns, 2^k leaves of rows.
+fn emit_rows(
+    meta: &ArrayMeta,
+    p: &mut Plan,
+    cols: Range<u64>,
+    rows: &Range<u64>,
+    r: u64,
+    k: u32,
+    w: u64,
+) {
+    let s = meta.dtype.size as u64;
+    let c = meta.columns;
     let block_rows = r << k;
     let mut c0 = cols.start;
     while c0 < cols.end {
@@ -322,7 +370,11 @@ fn plan_rows(
                 level: full.then_some(k),
                 offset,
                 span,
-                touched: touched_rows(n, wb, c * s),
+                touched: if meta.mapped {
+                    touched_rows(n, wb, c * s)
+                } else {
+                    n * wb
+                },
                 shape: Shape {
                     rows: n as usize,
                     width: (c1 - c0) as usize,
@@ -340,7 +392,6 @@ fn plan_rows(
         });
         c0 = c1;
     }
-    Ok(())
 }
 
 fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>, share: u64) {

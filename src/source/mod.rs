@@ -1,6 +1,8 @@
 //! Where bytes come from: array metadata and the file formats that carry it.
 
 pub mod dtype;
+#[cfg(feature = "hdf5")]
+pub mod hdf5;
 pub mod npy;
 
 use std::fs::File;
@@ -58,10 +60,18 @@ pub struct ArrayMeta {
     pub columns: u64,
     /// Bytes of element data (`rows * columns * itemsize`).
     pub data_bytes: u64,
+    /// True when the elements lie contiguously in the file at `data_offset` and can be
+    /// memory-mapped; false when they must be read or decoded into buffers.
+    pub mapped: bool,
+    /// Rows per merge-tree leaf imposed by the storage (an HDF5 chunk's rows), if any.
+    pub chunk_rows: Option<u64>,
+    /// Scratch bytes each worker needs besides its block (chunk decoding buffers).
+    pub scratch_per_thread: u64,
 }
 
 impl ArrayMeta {
-    /// Builds and validates metadata for elements stored contiguously at `data_offset`.
+    /// Builds and validates metadata for elements stored contiguously at `data_offset`, up
+    /// to the end of the file.
     pub fn new(
         path: &Path,
         dtype: DType,
@@ -69,6 +79,26 @@ impl ArrayMeta {
         order: Order,
         data_offset: u64,
         file_len: u64,
+    ) -> Result<ArrayMeta> {
+        Self::build(
+            path,
+            dtype,
+            shape,
+            order,
+            data_offset,
+            Some((file_len, true)),
+        )
+    }
+
+    /// Builds metadata; `extent` is `(file_len, exact)` for data stored at `data_offset`
+    /// (`exact`: nothing may follow it), or `None` for data read by other means.
+    pub fn build(
+        path: &Path,
+        dtype: DType,
+        shape: Vec<u64>,
+        order: Order,
+        data_offset: u64,
+        extent: Option<(u64, bool)>,
     ) -> Result<ArrayMeta> {
         if shape.is_empty() {
             return Err(Error::format(
@@ -93,6 +123,7 @@ impl ArrayMeta {
             .and_then(|n| n.checked_mul(dtype.size as u64))
             .filter(|&n| n <= i64::MAX as u64)
             .ok_or_else(overflow)?;
+        let (file_len, exact) = extent.unwrap_or((u64::MAX, false));
         let have = file_len.saturating_sub(data_offset);
         if have < data_bytes {
             return Err(Error::Size {
@@ -104,7 +135,7 @@ impl ArrayMeta {
                 ),
             });
         }
-        if have > data_bytes {
+        if exact && have > data_bytes {
             return Err(Error::Size {
                 path: path.to_path_buf(),
                 msg: format!(
@@ -131,6 +162,9 @@ impl ArrayMeta {
             rows,
             columns,
             data_bytes,
+            mapped: extent.is_some(),
+            chunk_rows: None,
+            scratch_per_thread: 0,
         })
     }
 
@@ -173,6 +207,19 @@ pub fn shape_str(shape: &[u64]) -> String {
 /// HDF5's signature; it sits at offset 0, 512, 1024, 2048, ... (after a user block).
 const HDF5_MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
+/// How an input's elements are reached.
+#[derive(Debug)]
+pub enum Storage {
+    /// Contiguous in the file at the metadata's `data_offset`: memory-mapped per block.
+    Mapped,
+    /// HDF5 chunks fetched raw and decoded by colstats.
+    #[cfg(feature = "hdf5")]
+    Chunked(hdf5::Chunked),
+    /// Hyperslab reads through libhdf5.
+    #[cfg(feature = "hdf5")]
+    Hdf5(hdf5::Hdf5Read),
+}
+
 /// An opened input: its metadata and the open file.
 #[derive(Debug)]
 pub struct Source {
@@ -180,6 +227,10 @@ pub struct Source {
     pub meta: ArrayMeta,
     /// The format it came from.
     pub format: Format,
+    /// The HDF5 dataset's path, for HDF5 input.
+    pub dataset: Option<String>,
+    /// How elements are reached.
+    pub storage: Storage,
     /// The open file, for mapping blocks.
     pub file: File,
 }
@@ -227,19 +278,77 @@ pub fn open(path: &Path, dataset: Option<&str>) -> Result<Source> {
         return Ok(Source {
             meta,
             format: Format::Npy,
+            dataset: None,
+            storage: Storage::Mapped,
             file,
         });
     }
     if head.starts_with(HDF5_MAGIC) || is_hdf5_after_userblock(&file, len) {
-        return Err(Error::format(
-            path,
-            "HDF5 input is not supported by this build yet",
-        ));
+        return open_hdf5(path, file, len, dataset);
     }
     Err(Error::format(
         path,
         "not a .npy or HDF5 file (unrecognised signature)",
     ))
+}
+
+#[cfg(feature = "hdf5")]
+fn open_hdf5(path: &Path, file: File, len: u64, dataset: Option<&str>) -> Result<Source> {
+    let o = hdf5::open(path, &file, dataset)?;
+    let (extent, chunk_rows, scratch) = match &o.storage {
+        Storage::Mapped => (Some((len, false)), None, 0),
+        Storage::Chunked(c) => (
+            None,
+            c.chunk.first().copied(),
+            3 * c.chunk_bytes(o.dtype.size) as u64,
+        ),
+        Storage::Hdf5(r) => (None, r.chunk_rows, 0),
+    };
+    let mut meta = ArrayMeta::build(path, o.dtype, o.shape, Order::C, o.offset, extent)?;
+    meta.chunk_rows = chunk_rows.filter(|&r| r > 0);
+    meta.scratch_per_thread = scratch;
+    Ok(Source {
+        meta,
+        format: Format::Hdf5,
+        dataset: Some(o.name),
+        storage: o.storage,
+        file,
+    })
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn open_hdf5(path: &Path, _file: File, _len: u64, _dataset: Option<&str>) -> Result<Source> {
+    Err(Error::format(
+        path,
+        "is an HDF5 file, but this colstats was built without HDF5 support",
+    ))
+}
+
+/// Recognises a file's format by its signature, without parsing it.
+pub fn sniff(path: &Path) -> Result<Format> {
+    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if md.is_dir() {
+        return Err(Error::format(path, "is a directory"));
+    }
+    if !md.is_file() {
+        return Err(Error::format(path, "not a regular file"));
+    }
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 8];
+    use std::os::unix::fs::FileExt;
+    let n = file.read_at(&mut head, 0).map_err(|e| Error::io(path, e))?;
+    if head[..n].starts_with(npy::MAGIC) {
+        Ok(Format::Npy)
+    } else if &head[..n] == HDF5_MAGIC || is_hdf5_after_userblock(&file, md.len()) {
+        Ok(Format::Hdf5)
+    } else if md.len() == 0 {
+        Err(Error::format(path, "empty file"))
+    } else {
+        Err(Error::format(
+            path,
+            "not a .npy or HDF5 file (unrecognised signature)",
+        ))
+    }
 }
 
 /// The number of bytes the `.npy` header claims (preamble included), or 0 if unknown.

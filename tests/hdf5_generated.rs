@@ -1,0 +1,288 @@
+//! HDF5 datasets written by the tests themselves (through the hdf5 crate) against the same
+//! values as `.npy`: contiguous, chunked, gzip, gzip+shuffle, fletcher32, fill values,
+//! edge chunks, a user block; bit-identical across thread counts and block sizes.
+#![cfg(feature = "hdf5")]
+
+mod common;
+
+use common::*;
+use ndarray::{Array2, Array3};
+use std::path::Path;
+
+fn run(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = bin()
+        .args(["stats", "--format", "json"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out.stdout)
+}
+
+/// Asserts two stats objects agree: counts, min, max exactly; sums and means to a few ulps;
+/// variances to 1e-12 relative (leaf sizes differ between layouts).
+fn assert_close(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
+    let (sa, sb) = (&a["stats"], &b["stats"]);
+    for stat in ["count", "nan_count", "min", "max"] {
+        assert_eq!(sa[stat], sb[stat], "{what}: {stat}");
+    }
+    for (stat, tol) in [
+        ("sum", 1e-15),
+        ("mean", 1e-15),
+        ("var", 1e-12),
+        ("std", 1e-12),
+    ] {
+        for (x, y) in sa[stat]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(sb[stat].as_array().unwrap())
+        {
+            let (x, y) = (num(x), num(y));
+            assert!(
+                (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol * y.abs(),
+                "{what}: {stat} {x} vs {y}"
+            );
+        }
+    }
+}
+
+fn data2(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
+    let mut rng = Rng(seed);
+    Array2::from_shape_fn((rows, cols), |(r, c)| {
+        if (r * 7 + c) % 53 == 0 {
+            f64::NAN
+        } else {
+            1e6 + rng.range(-1 << 40, 1 << 40) as f64 / (1u64 << 30) as f64
+        }
+    })
+}
+
+fn npy_twin(dir: &Path, a: &Array2<f64>) -> std::path::PathBuf {
+    let p = dir.join("twin.npy");
+    let bytes: Vec<u8> = a.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(
+        &p,
+        "<f8",
+        false,
+        &[a.nrows() as u64, a.ncols() as u64],
+        &bytes,
+    );
+    p
+}
+
+#[test]
+fn layouts_and_filters_match_npy_and_are_thread_invariant() {
+    let dir = tmpdir();
+    let a = data2(50_003, 7, 3);
+    let twin = run(&npy_twin(dir.path(), &a), &[]);
+    let h = dir.path().join("many.h5");
+    {
+        let f = hdf5::File::create(&h).unwrap();
+        f.new_dataset_builder()
+            .with_data(&a)
+            .create("contig")
+            .unwrap();
+        let g = f.create_group("g").unwrap().create_group("deep").unwrap();
+        g.new_dataset_builder()
+            .with_data(&a)
+            .chunk((1000, 3))
+            .create("chunked")
+            .unwrap();
+        g.new_dataset_builder()
+            .with_data(&a)
+            .chunk((4096, 7))
+            .deflate(6)
+            .create("gzip")
+            .unwrap();
+        f.new_dataset_builder()
+            .with_data(&a)
+            .chunk((777, 5))
+            .shuffle()
+            .deflate(9)
+            .create("gzip_shuffle")
+            .unwrap();
+        f.new_dataset_builder()
+            .with_data(&a)
+            .chunk((2048, 2))
+            .shuffle()
+            .deflate(1)
+            .fletcher32()
+            .create("all_three")
+            .unwrap();
+        f.new_dataset_builder()
+            .with_data(&a)
+            .chunk((1000, 7))
+            .fletcher32()
+            .create("fletcher")
+            .unwrap();
+    }
+    for ds in [
+        "/contig",
+        "/g/deep/chunked",
+        "g/deep/gzip",
+        "/gzip_shuffle",
+        "/all_three",
+        "/fletcher",
+    ] {
+        let base = run(&h, &["--dataset", ds, "--threads", "1"]);
+        assert_eq!(
+            base["dataset"],
+            if ds.starts_with('/') {
+                ds.to_string()
+            } else {
+                format!("/{ds}")
+            }
+        );
+        assert_close(&base, &twin, ds);
+        for extra in [
+            &["--threads", "2"][..],
+            &["--threads", "3", "--block-limit", "1"][..],
+            &["--threads", "2", "--memory", "4MiB"][..],
+        ] {
+            let mut args = vec!["--dataset", ds];
+            args.extend_from_slice(extra);
+            assert_eq!(run(&h, &args)["stats"], base["stats"], "{ds} {extra:?}");
+        }
+        // Subsets and row ranges read the same data.
+        let sub = run(
+            &h,
+            &["--dataset", ds, "--columns", "6,1", "--rows", "17:40000"],
+        );
+        let tsub = run(
+            &dir.path().join("twin.npy"),
+            &["--columns", "6,1", "--rows", "17:40000"],
+        );
+        assert_close(&sub, &tsub, ds);
+    }
+}
+
+#[test]
+fn fill_values_edge_chunks_and_three_d() {
+    let dir = tmpdir();
+    let h = dir.path().join("fill.h5");
+    let mut rng = Rng(5);
+    let cube = Array3::from_shape_fn((301, 3, 5), |_| rng.range(-1000, 1000) as i32);
+    {
+        let f = hdf5::File::create(&h).unwrap();
+        let d = f
+            .new_dataset::<f64>()
+            .shape((10_000, 4))
+            .chunk((1000, 3))
+            .fill_value(7.5)
+            .create("partial")
+            .unwrap();
+        let part = Array2::from_elem((2500, 4), 1.0);
+        d.write_slice(&part, ndarray::s![0..2500, ..]).unwrap();
+        f.new_dataset_builder()
+            .with_data(&cube)
+            .chunk((64, 2, 3))
+            .deflate(4)
+            .create("cube")
+            .unwrap();
+    }
+    let p = run(&h, &["--dataset", "/partial"]);
+    // Rows 0..2500 are 1.0; the rest is the fill value, written or not.
+    let sum = 2500.0 + 7500.0 * 7.5;
+    for c in 0..4 {
+        assert_eq!(num(&p["stats"]["sum"][c]), sum);
+        assert_eq!(num(&p["stats"]["min"][c]), 1.0);
+        assert_eq!(num(&p["stats"]["max"][c]), 7.5);
+    }
+    let j = run(&h, &["--dataset", "/cube"]);
+    assert_eq!(j["shape"], serde_json::json!([301, 3, 5]));
+    assert_eq!(j["dtype"], "int32");
+    for jj in 0..3 {
+        for k in 0..5 {
+            let col = jj * 5 + k;
+            let s: i64 = (0..301).map(|i| cube[[i, jj, k]] as i64).sum();
+            let mn = (0..301).map(|i| cube[[i, jj, k]]).min().unwrap();
+            assert_eq!(
+                j["stats"]["sum"][col].to_string(),
+                s.to_string(),
+                "col {col}"
+            );
+            assert_eq!(j["stats"]["min"][col].to_string(), mn.to_string());
+        }
+    }
+}
+
+#[test]
+fn user_block_shifts_chunk_addresses() {
+    let dir = tmpdir();
+    let h = dir.path().join("ub.h5");
+    let a = data2(9001, 3, 8);
+    {
+        let f = hdf5::File::with_options()
+            .with_fcpl(|p| p.userblock(1024))
+            .create(&h)
+            .unwrap();
+        f.new_dataset_builder()
+            .with_data(&a)
+            .chunk((500, 3))
+            .shuffle()
+            .deflate(5)
+            .create("z")
+            .unwrap();
+        f.new_dataset_builder().with_data(&a).create("c").unwrap();
+    }
+    let twin = run(&npy_twin(dir.path(), &a), &[]);
+    assert_close(
+        &run(&h, &["--dataset", "z"]),
+        &twin,
+        "chunked with user block",
+    );
+    assert_close(
+        &run(&h, &["--dataset", "c"]),
+        &twin,
+        "contiguous with user block",
+    );
+}
+
+#[test]
+fn info_lists_datasets_and_plans() {
+    let dir = tmpdir();
+    let h = dir.path().join("info.h5");
+    let a = data2(1000, 2, 1);
+    {
+        let f = hdf5::File::create(&h).unwrap();
+        f.new_dataset_builder().with_data(&a).create("x").unwrap();
+        f.new_dataset_builder()
+            .with_data(&a)
+            .chunk((100, 2))
+            .deflate(3)
+            .create("y")
+            .unwrap();
+    }
+    let out = bin().arg("info").arg(&h).output().unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("/x") && t.contains("/y") && t.contains("deflate"),
+        "{t}"
+    );
+    assert!(t.contains("--dataset"), "{t}");
+    let out = bin()
+        .args(["info", "--dataset", "/y"])
+        .arg(&h)
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        t.contains("blocks:") && t.contains("decoded in parallel"),
+        "{t}"
+    );
+    // Several datasets and no --dataset: a clear error that lists them.
+    let out = bin().arg("stats").arg(&h).output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        e.contains("/x") && e.contains("/y") && e.contains("--dataset"),
+        "{e}"
+    );
+}
