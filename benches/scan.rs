@@ -2,8 +2,10 @@
 //! measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench scan -- FILE.npy [REPEATS]
+//! cargo bench --bench scan -- FILE [REPEATS] [DATASET]
 //! ```
+//!
+//! FILE is a `.npy` or HDF5 file (DATASET picks the HDF5 dataset).
 //!
 //! The "plain read" is the machine's warm limit for this job: every core sums whole 64 MiB
 //! blocks of the file through per-block, populated memory maps (the fastest reader measured
@@ -66,6 +68,7 @@ fn main() {
         return;
     };
     let repeats: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let dataset = args.get(2).cloned();
     let file = File::open(path).unwrap();
     let len = file.metadata().unwrap().len();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -75,9 +78,15 @@ fn main() {
     let t_plain = best(repeats, || {
         plain_read(&file, len, threads);
     });
-    let req = colstats::Request::new(path).threads(threads);
+    let mut req = colstats::Request::new(path).threads(threads);
+    if let Some(d) = &dataset {
+        req = req.dataset(d.clone());
+    }
     let t_all = best(repeats, || {
         req.run().unwrap();
+    });
+    let t_one = best(repeats, || {
+        req.clone().threads(1).run().unwrap();
     });
     let t_mm = best(repeats, || {
         req.clone()
@@ -94,6 +103,7 @@ fn main() {
     for (name, t) in [
         ("plain parallel read (per-block maps, sum)", t_plain),
         ("colstats stats (all statistics)", t_all),
+        ("colstats stats, 1 thread", t_one),
         ("colstats stats --stats min,max", t_mm),
     ] {
         println!("| {name} | {t:.3} | {:.2} | {:.2} |", gb / t, t_plain / t);
