@@ -219,7 +219,7 @@ fn read_block(job: &Job<'_>, block: &Block) -> Result<Vec<u8>> {
         Storage::Mapped => unreachable!("mapped storage is not buffered"),
         Storage::Hdf5(r) => h5::read_rows(
             &meta.path,
-            &r.dataset,
+            r,
             &meta.shape,
             block.rows.start,
             block.rows.end,

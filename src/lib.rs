@@ -512,7 +512,7 @@ fn first_row(src: &source::Source, row: u64) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; (m.columns * m.dtype.size as u64) as usize];
     match &src.storage {
         source::Storage::Hdf5(r) => {
-            source::hdf5::read_rows(&m.path, &r.dataset, &m.shape, row, row + 1, &mut buf)?
+            source::hdf5::read_rows(&m.path, r, &m.shape, row, row + 1, &mut buf)?
         }
         source::Storage::Chunked(ch) => {
             // Decode the band holding the row, then keep the row.

@@ -122,12 +122,24 @@ fn hdf5_peak_rss_within_budget() {
     }
     for ds in ["/contig", "/chunked", "/gzip"] {
         let out = bin()
-            .args(["stats", "--format", "json", "--memory", "64MiB", "--threads", "2"])
+            .args([
+                "stats",
+                "--format",
+                "json",
+                "--memory",
+                "64MiB",
+                "--threads",
+                "2",
+            ])
             .args(["--dataset", ds])
             .arg(&h)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let j = json(&out.stdout);
         assert_eq!(j["stats"]["count"][0].as_u64().unwrap(), rows as u64);
         let rss = children_max_rss_bytes();

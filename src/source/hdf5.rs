@@ -159,6 +159,8 @@ pub struct Hdf5Read {
     pub chunk_rows: Option<u64>,
     /// Why colstats does not read the bytes itself (for `info`).
     pub why: String,
+    /// Read into this full-precision type (n-bit integers) rather than the file's type.
+    pub convert_to: Option<DType>,
 }
 
 impl std::fmt::Debug for Hdf5Read {
@@ -218,12 +220,8 @@ fn dtype_of(tid: hid_t) -> std::result::Result<DType, String> {
                 } else {
                     Kind::Int
                 };
-                if h5t::H5Tget_precision(tid) != size * 8 || h5t::H5Tget_offset(tid) != 0 {
-                    return Err(format!(
-                        "{}-bit integer padded in {size} bytes is not supported",
-                        h5t::H5Tget_precision(tid)
-                    ));
-                }
+                // Reduced-precision integers (n-bit data) are widened by libhdf5 on read
+                // (see `reduced_precision`); the dtype is the container's.
                 DType::new(kind, size, order)
                     .ok_or_else(|| format!("{size}-byte integers are not supported"))
             }
@@ -277,6 +275,45 @@ fn dtype_of(tid: hid_t) -> std::result::Result<DType, String> {
     }
 }
 
+/// True for an integer type whose value bits do not fill its bytes (n-bit data): its raw
+/// bytes are not plain integers, so libhdf5 must convert them.
+fn reduced_precision(tid: hid_t) -> bool {
+    // SAFETY: queries of an open datatype id.
+    unsafe {
+        h5t::H5Tget_class(tid) == H5T_class_t::H5T_INTEGER
+            && (h5t::H5Tget_precision(tid) != h5t::H5Tget_size(tid) * 8
+                || h5t::H5Tget_offset(tid) != 0)
+    }
+}
+
+/// A full-precision standard integer type matching `dt` (owned copy), for reads that need
+/// libhdf5 to convert.
+fn standard_int_type(dt: DType) -> hid_t {
+    use hdf5_sys::h5t::*;
+    let big = dt.order == ByteOrder::Big;
+    let signed = dt.kind == Kind::Int;
+    // SAFETY: the predefined type ids are valid once libhdf5 is open (the bindings open it).
+    unsafe {
+        let base = match (dt.size, signed, big) {
+            (1, true, _) => *H5T_STD_I8LE,
+            (1, false, _) => *H5T_STD_U8LE,
+            (2, true, false) => *H5T_STD_I16LE,
+            (2, true, true) => *H5T_STD_I16BE,
+            (2, false, false) => *H5T_STD_U16LE,
+            (2, false, true) => *H5T_STD_U16BE,
+            (4, true, false) => *H5T_STD_I32LE,
+            (4, true, true) => *H5T_STD_I32BE,
+            (4, false, false) => *H5T_STD_U32LE,
+            (4, false, true) => *H5T_STD_U32BE,
+            (8, true, false) => *H5T_STD_I64LE,
+            (8, true, true) => *H5T_STD_I64BE,
+            (8, false, false) => *H5T_STD_U64LE,
+            _ => *H5T_STD_U64BE,
+        };
+        H5Tcopy(base)
+    }
+}
+
 /// Raw facts about one dataset, read under the lock.
 struct Raw {
     shape: Vec<u64>,
@@ -288,6 +325,7 @@ struct Raw {
     offset: Option<u64>,
     stored: u64,
     fill: Vec<u8>,
+    reduced: bool,
 }
 
 fn inspect(path: &Path, ds: &hdf5::Dataset) -> Result<Raw> {
@@ -315,6 +353,7 @@ fn inspect(path: &Path, ds: &hdf5::Dataset) -> Result<Raw> {
                 return Err(h5err(path, "cannot read the dataset's type"));
             }
             let dtype = dtype_of(tid.0);
+            let reduced = reduced_precision(tid.0);
             let dcpl = Id(h5d::H5Dget_create_plist(id), h5p::H5Pclose);
             if dcpl.0 < 0 {
                 return Err(h5err(path, "cannot read the dataset's creation properties"));
@@ -392,6 +431,7 @@ fn inspect(path: &Path, ds: &hdf5::Dataset) -> Result<Raw> {
                 offset,
                 stored,
                 fill,
+                reduced,
             })
         }
     })
@@ -537,10 +577,15 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             dataset: ds.clone(),
             chunk_rows,
             why,
+            convert_to: raw.reduced.then_some(dtype),
         })
     };
     let mut offset = 0;
     let storage = match raw.layout {
+        _ if raw.reduced => via_hdf5(
+            "reduced-precision integers, widened by libhdf5".into(),
+            raw.chunk.as_ref().and_then(|c| c.first().copied()),
+        ),
         Layout::Contiguous if raw.external => via_hdf5("external storage".into(), None),
         Layout::Contiguous => match raw.offset {
             Some(off) if off.checked_add(bytes).is_some_and(|end| end <= file_len) => {
@@ -735,18 +780,21 @@ fn chunk_table(
 /// Reads rows `r0..r1` (all columns) as raw file-order bytes through libhdf5.
 pub fn read_rows(
     path: &Path,
-    ds: &hdf5::Dataset,
+    r: &Hdf5Read,
     shape: &[u64],
     r0: u64,
     r1: u64,
     out: &mut [u8],
 ) -> Result<()> {
-    let id = ds.id();
+    let id = r.dataset.id();
     locked(|| {
         // SAFETY: selections match `out`, which holds (r1-r0) × the row size in bytes; the
         // memory type is the file type, so libhdf5 copies bytes without conversion.
         unsafe {
-            let tid = Id(h5d::H5Dget_type(id), h5t::H5Tclose);
+            let tid = match r.convert_to {
+                Some(dt) => Id(standard_int_type(dt), h5t::H5Tclose),
+                None => Id(h5d::H5Dget_type(id), h5t::H5Tclose),
+            };
             let fspace = Id(h5d::H5Dget_space(id), h5s::H5Sclose);
             if tid.0 < 0 || fspace.0 < 0 {
                 return Err(h5err(path, "cannot read the dataset"));
@@ -926,6 +974,8 @@ pub fn read_chunk_rows(
         dst_stride[k] = dst_stride[k + 1] * shape[k + 1];
         src_stride[k] = src_stride[k + 1] * c[k + 1];
     }
+    // Chunks that span every trailing dimension hold whole rows, laid out as in `out`.
+    let full_rows = (1..nd).all(|k| c[k] == shape[k]);
     let b0 = r0 / c[0];
     let b1 = r1.div_ceil(c[0]);
     let others: u64 = ch.grid[1..].iter().product();
@@ -942,6 +992,31 @@ pub fn read_chunk_rows(
             let idx = band * others + o;
             let loc = ch.table[idx as usize];
             let origin: Vec<u64> = g.iter().zip(c).map(|(a, b)| a * b).collect();
+            let unfiltered = ch
+                .filters
+                .iter()
+                .enumerate()
+                .all(|(i, _)| loc.mask & (1 << i) != 0);
+            if loc.addr != u64::MAX && unfiltered && full_rows {
+                // Plain chunks spanning whole rows: read the needed rows straight into place.
+                if loc.size as usize != expect {
+                    return Err(Error::format(
+                        path,
+                        format!("dataset {name}: chunk at {origin:?} is corrupt: {} bytes stored, {expect} expected", loc.size),
+                    ));
+                }
+                let first = r0.saturating_sub(origin[0]);
+                let last = c[0].min(r1 - origin[0]);
+                let row_bytes = (row_elems as usize) * itemsize;
+                let dst = ((origin[0] + first - r0) as usize) * row_bytes;
+                let len = ((last - first) as usize) * row_bytes;
+                file.read_exact_at(
+                    &mut out[dst..dst + len],
+                    loc.addr + first * row_bytes as u64,
+                )
+                .map_err(|e| Error::io(path, e))?;
+                continue;
+            }
             if loc.addr == u64::MAX {
                 sc.out.clear();
                 for _ in 0..chunk_elems {
