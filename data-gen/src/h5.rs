@@ -180,7 +180,7 @@ fn write_contiguous(dset: &Id, spec: &Spec, progress: &(dyn Fn(u64) + Sync)) -> 
             .map(|&s| {
                 let e = (s + slab).min(rows);
                 let mut buf = Vec::with_capacity(((e - s) * row_bytes) as usize);
-                spec.fill(s * cols..e * cols, &mut buf);
+                spec.fill_range(s * cols..e * cols, &mut buf);
                 (s, e, buf)
             })
             .collect();
