@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use data_gen::{Dist, DType, Order, Spec};
+use data_gen::{DType, Dist, Order, Spec};
 use memmap2::MmapOptions;
 use rayon::prelude::*;
 
@@ -56,8 +56,11 @@ fn shim(args: &[String]) -> ! {
     }
     let cmd = &args[i + 1..];
     if let Some(cg) = cgroup {
-        std::fs::write(Path::new(&cg).join("cgroup.procs"), std::process::id().to_string())
-            .expect("join the cgroup");
+        std::fs::write(
+            Path::new(&cg).join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .expect("join the cgroup");
     }
     let t = Instant::now();
     let mut child = Command::new(&cmd[0])
@@ -94,7 +97,11 @@ fn shim(args: &[String]) -> ! {
         _ => "unknown".into(),
     };
     let stderr = reader.join().unwrap_or_default();
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     println!("{code} {secs} {}", ru.ru_maxrss);
     println!("{}", last.chars().take(200).collect::<String>());
     std::process::exit(0)
@@ -124,7 +131,11 @@ fn measured(cmd: &[String], cgroup: Option<&Path>, timeout: u64) -> Run {
     Run {
         ok: status == "exit0",
         secs: head.get(1).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN),
-        rss_mib: head.get(2).and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN) / 1024.0,
+        rss_mib: head
+            .get(2)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+            / 1024.0,
         status,
         note,
     }
@@ -217,7 +228,10 @@ fn cold_limit(path: &Path) -> f64 {
 #[derive(Clone)]
 enum Input {
     Npy(Order),
-    H5 { chunks: Option<Vec<u64>>, gzip: bool },
+    H5 {
+        chunks: Option<Vec<u64>>,
+        gzip: bool,
+    },
 }
 
 #[derive(Clone)]
@@ -232,19 +246,73 @@ struct Case {
 fn cases() -> Vec<Case> {
     let n = Dist::Normal(0.0, 1.0);
     vec![
-        Case { name: "f64 C 16 cols", dtype: "<f8", cols: 16, input: Input::Npy(Order::C), dist: n },
-        Case { name: "f32 C 16 cols", dtype: "<f4", cols: 16, input: Input::Npy(Order::C), dist: n },
-        Case { name: "f64 1 col", dtype: "<f8", cols: 1, input: Input::Npy(Order::C), dist: n },
-        Case { name: "f64 C 3 cols", dtype: "<f8", cols: 3, input: Input::Npy(Order::C), dist: n },
-        Case { name: "f64 C 100000 cols", dtype: "<f8", cols: 100_000, input: Input::Npy(Order::C), dist: n },
-        Case { name: "f64 F 16 cols", dtype: "<f8", cols: 16, input: Input::Npy(Order::F), dist: n },
-        Case { name: "uint8 C 64 cols", dtype: "|u1", cols: 64, input: Input::Npy(Order::C), dist: Dist::Int(0, 256) },
-        Case { name: "HDF5 contiguous f64", dtype: "<f8", cols: 16, input: Input::H5 { chunks: None, gzip: false }, dist: n },
+        Case {
+            name: "f64 C 16 cols",
+            dtype: "<f8",
+            cols: 16,
+            input: Input::Npy(Order::C),
+            dist: n,
+        },
+        Case {
+            name: "f32 C 16 cols",
+            dtype: "<f4",
+            cols: 16,
+            input: Input::Npy(Order::C),
+            dist: n,
+        },
+        Case {
+            name: "f64 1 col",
+            dtype: "<f8",
+            cols: 1,
+            input: Input::Npy(Order::C),
+            dist: n,
+        },
+        Case {
+            name: "f64 C 3 cols",
+            dtype: "<f8",
+            cols: 3,
+            input: Input::Npy(Order::C),
+            dist: n,
+        },
+        Case {
+            name: "f64 C 100000 cols",
+            dtype: "<f8",
+            cols: 100_000,
+            input: Input::Npy(Order::C),
+            dist: n,
+        },
+        Case {
+            name: "f64 F 16 cols",
+            dtype: "<f8",
+            cols: 16,
+            input: Input::Npy(Order::F),
+            dist: n,
+        },
+        Case {
+            name: "uint8 C 64 cols",
+            dtype: "|u1",
+            cols: 64,
+            input: Input::Npy(Order::C),
+            dist: Dist::Int(0, 256),
+        },
+        Case {
+            name: "HDF5 contiguous f64",
+            dtype: "<f8",
+            cols: 16,
+            input: Input::H5 {
+                chunks: None,
+                gzip: false,
+            },
+            dist: n,
+        },
         Case {
             name: "HDF5 chunked gzip+shuffle f64",
             dtype: "<f8",
             cols: 16,
-            input: Input::H5 { chunks: Some(vec![16384, 16]), gzip: true },
+            input: Input::H5 {
+                chunks: Some(vec![16384, 16]),
+                gzip: true,
+            },
             dist: Dist::Int(-1000, 1000),
         },
     ]
@@ -389,7 +457,9 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let keep = args.iter().any(|a| a == "--keep");
     let colstats = env!("CARGO_BIN_EXE_colstats");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("e2e");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("e2e");
     let data = std::env::var("COLSTATS_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("data"));
@@ -415,7 +485,11 @@ fn main() {
         ));
         eprintln!("e2e: {} ...", case.name);
         let bytes = generate(&case, &path, size);
-        let mut cmd = vec![colstats.to_string(), "stats".into(), path.display().to_string()];
+        let mut cmd = vec![
+            colstats.to_string(),
+            "stats".into(),
+            path.display().to_string(),
+        ];
         cmd.extend(["--format", "json", "--progress", "never"].map(String::from));
         if h5 {
             cmd.extend(["--dataset".to_string(), "/x".to_string()]);
@@ -464,7 +538,13 @@ fn main() {
     md.push_str("| case | warm limit | colstats warm | fraction | cold limit | colstats cold | fraction | colstats RSS | numpy | dask | h5py |\n");
     md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
-        let ok = |run: &Run| if run.ok { format!("{:.2}", gbs(r.bytes, run)) } else { format!("failed ({})", run.status) };
+        let ok = |run: &Run| {
+            if run.ok {
+                format!("{:.2}", gbs(r.bytes, run))
+            } else {
+                format!("failed ({})", run.status)
+            }
+        };
         md.push_str(&format!(
             "| {} | {:.2} | {} | {:.2} | {:.2} | {} | {:.2} | {:.0} MiB | {} | {} | {} |\n",
             r.case,
@@ -551,7 +631,14 @@ struct Capped {
     dask: Option<Run>,
 }
 
-fn capped_case(data: &Path, colstats: &str, quick: bool, np: bool, dask: bool, keep: bool) -> Option<Capped> {
+fn capped_case(
+    data: &Path,
+    colstats: &str,
+    quick: bool,
+    np: bool,
+    dask: bool,
+    keep: bool,
+) -> Option<Capped> {
     let cg = Path::new("/sys/fs/cgroup/memory/colstats_e2e");
     let _ = std::fs::create_dir(cg);
     let (cap, size, budget): (u64, u64, u64) = if quick {
@@ -563,8 +650,18 @@ fn capped_case(data: &Path, colstats: &str, quick: bool, np: bool, dask: bool, k
         return None;
     }
     let _ = std::fs::write(cg.join("memory.memsw.limit_in_bytes"), cap.to_string());
-    eprintln!("e2e: capped case ({} file, {} cap) ...", human(size), human(cap));
-    let case = Case { name: "capped", dtype: "<f8", cols: 16, input: Input::Npy(Order::C), dist: Dist::Normal(0.0, 1.0) };
+    eprintln!(
+        "e2e: capped case ({} file, {} cap) ...",
+        human(size),
+        human(cap)
+    );
+    let case = Case {
+        name: "capped",
+        dtype: "<f8",
+        cols: 16,
+        input: Input::Npy(Order::C),
+        dist: Dist::Normal(0.0, 1.0),
+    };
     let path = data.join("capped.npy");
     let bytes = generate(&case, &path, size);
     let cold_limit = cold_limit(&path);
@@ -592,7 +689,15 @@ fn capped_case(data: &Path, colstats: &str, quick: bool, np: bool, dask: bool, k
         let _ = std::fs::remove_file(&path);
     }
     let _ = std::fs::remove_dir(cg);
-    Some(Capped { cap, bytes, budget, cold_limit, colstats, numpy, dask })
+    Some(Capped {
+        cap,
+        bytes,
+        budget,
+        cold_limit,
+        colstats,
+        numpy,
+        dask,
+    })
 }
 
 fn human(b: u64) -> String {

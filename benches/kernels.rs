@@ -15,7 +15,9 @@ fn data(dtype: DType) -> Vec<u8> {
     let mut out = Vec::with_capacity(BYTES);
     let mut z = 0x1234_5678_u64;
     for i in 0..n {
-        z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        z = z
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let v = ((z >> 33) % 1000) as f64 * 0.25 + (i % 7) as f64;
         match (dtype.kind, dtype.size) {
             (Kind::Float, 8) => out.extend_from_slice(&v.to_le_bytes()),
@@ -30,9 +32,18 @@ fn data(dtype: DType) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let types = [
-        ("f16", DType::new(Kind::Float, 2, ByteOrder::Little).unwrap()),
-        ("f32", DType::new(Kind::Float, 4, ByteOrder::Little).unwrap()),
-        ("f64", DType::new(Kind::Float, 8, ByteOrder::Little).unwrap()),
+        (
+            "f16",
+            DType::new(Kind::Float, 2, ByteOrder::Little).unwrap(),
+        ),
+        (
+            "f32",
+            DType::new(Kind::Float, 4, ByteOrder::Little).unwrap(),
+        ),
+        (
+            "f64",
+            DType::new(Kind::Float, 8, ByteOrder::Little).unwrap(),
+        ),
         ("i32", DType::new(Kind::Int, 4, ByteOrder::Little).unwrap()),
         ("u8", DType::new(Kind::UInt, 1, ByteOrder::Little).unwrap()),
     ];
@@ -54,7 +65,7 @@ fn bench(c: &mut Criterion) {
                 rows,
                 width: cols,
                 stride: cols,
-                leaf_rows: leaf_rows_c(cols as u64) as usize,
+                leaf_rows: leaf_rows_c(cols as u64, dt.size as u64) as usize,
             };
             let shift = Shift {
                 float: vec![0.0; cols],

@@ -15,11 +15,14 @@ use crate::source::{ArrayMeta, Order};
 /// Largest block a worker maps at once: per-block maps of tens of MiB, populated up front,
 /// amortise mapping costs best on this machine class (see the I/O notes in the README).
 pub const MAX_BLOCK_BYTES: u64 = 64 << 20;
-/// Target elements per leaf of the merge tree (rows × columns), small enough for the second
-/// pass over a leaf to hit the cache.
-const LEAF_ELEMS: u64 = 16384;
-/// Fewest rows per leaf, so wide arrays do not pay a merge per element.
-const MIN_LEAF_ROWS: u64 = 16;
+/// Target bytes per leaf of the merge tree (rows × columns × itemsize), small enough for the
+/// second pass over a leaf to hit the cache, large enough that per-leaf work is amortised.
+const LEAF_BYTES: u64 = 128 << 10;
+/// Most rows per leaf (keeps 16-bit sums in the kernel's i32 lanes from overflowing).
+const MAX_LEAF_ROWS: u64 = 32768;
+/// Fewest rows per leaf, so wide arrays do not pay a merge (112 bytes per column) for every
+/// few elements; very wide rows are cut into column tiles instead.
+const MIN_LEAF_ROWS: u64 = 256;
 /// Rows per leaf for one contiguous Fortran-order column.
 const RUN_LEAF_ROWS: u64 = 16384;
 /// Blocks are not cut smaller than this just to spread work over threads.
@@ -125,9 +128,9 @@ fn ceil_log2(x: u64) -> u64 {
     }
 }
 
-/// Rows per merge-tree leaf for a C-order array with `columns` columns.
-pub fn leaf_rows_c(columns: u64) -> u64 {
-    prev_pow2(LEAF_ELEMS / columns.max(1)).clamp(MIN_LEAF_ROWS, LEAF_ELEMS)
+/// Rows per merge-tree leaf for a C-order array with `columns` columns of `itemsize` bytes.
+pub fn leaf_rows_c(columns: u64, itemsize: u64) -> u64 {
+    prev_pow2(LEAF_BYTES / (columns.max(1) * itemsize.max(1))).clamp(MIN_LEAF_ROWS, MAX_LEAF_ROWS)
 }
 
 /// Plans the reduction of columns `sel` (sorted, unique) over `rows` of `meta`.
@@ -175,7 +178,7 @@ pub fn plan(
         budget,
     };
     if nrows == 0 || sel.is_empty() {
-        p.leaf_rows = leaf_rows_c(meta.columns);
+        p.leaf_rows = leaf_rows_c(meta.columns, meta.dtype.size as u64);
         return Ok(p);
     }
     let mut partial_mem = 0u64;
@@ -183,7 +186,9 @@ pub fn plan(
         Order::C => {
             // Buffered storage (HDF5 chunks, libhdf5 reads) is read whole rows at a time,
             // in leaves of whole chunks.
-            let r = meta.chunk_rows.unwrap_or_else(|| leaf_rows_c(meta.columns));
+            let r = meta
+                .chunk_rows
+                .unwrap_or_else(|| leaf_rows_c(meta.columns, meta.dtype.size as u64));
             p.leaf_rows = r;
             let ranges = if meta.mapped {
                 column_ranges(sel, s)
@@ -326,7 +331,7 @@ fn plan_rows(
                 break (k, w);
             }
         }
-        if w <= MIN_LEAF_ROWS {
+        if w <= 16 {
             return Err(PlanError(format!(
                 "a single leaf of {r} rows does not fit the memory budget; raise --memory"
             )));

@@ -460,3 +460,38 @@ fn progress_always_draws_on_stderr() {
         "auto hides the bar when stderr is not a terminal"
     );
 }
+
+#[test]
+fn small_integer_lanes_do_not_overflow() {
+    // 16-bit extremes over whole leaves (up to 32768 rows): the kernel sums them in i32 lanes.
+    let dir = tmpdir();
+    for (descr, val, cols) in [
+        ("<u2", 65535i64, 1usize),
+        ("<i2", -32768, 1),
+        (">u2", 65535, 3),
+        ("|u1", 255, 64),
+    ] {
+        let rows = 100_003usize;
+        let mut bytes = Vec::new();
+        for _ in 0..rows * cols {
+            match descr {
+                "<u2" => bytes.extend_from_slice(&(val as u16).to_le_bytes()),
+                ">u2" => bytes.extend_from_slice(&(val as u16).to_be_bytes()),
+                "<i2" => bytes.extend_from_slice(&(val as i16).to_le_bytes()),
+                _ => bytes.push(val as u8),
+            }
+        }
+        let p = dir.path().join("s.npy");
+        write_npy(&p, descr, false, &[rows as u64, cols as u64], &bytes);
+        let j = run_json(&p, &[]);
+        for c in 0..cols {
+            assert_eq!(
+                j["stats"]["sum"][c].to_string(),
+                (val as i128 * rows as i128).to_string(),
+                "{descr}"
+            );
+            assert_eq!(num(&j["stats"]["var"][c]), 0.0, "{descr}");
+            assert_eq!(num(&j["stats"]["mean"][c]), val as f64, "{descr}");
+        }
+    }
+}

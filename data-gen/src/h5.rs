@@ -40,7 +40,9 @@ impl Drop for Id {
 
 fn check(rc: i64, what: &str) -> Result<(), String> {
     if rc < 0 {
-        let detail = hdf5::Error::query().map(|e| e.to_string()).unwrap_or_default();
+        let detail = hdf5::Error::query()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         Err(format!("{what} failed: {detail}"))
     } else {
         Ok(())
@@ -58,7 +60,11 @@ fn file_type(dt: DType) -> Result<Id, String> {
             ('f', 4, false) => H5Tcopy(*H5T_IEEE_F32LE),
             ('f', 4, true) => H5Tcopy(*H5T_IEEE_F32BE),
             ('f', _, big) => {
-                let t = H5Tcopy(if big { *H5T_IEEE_F32BE } else { *H5T_IEEE_F32LE });
+                let t = H5Tcopy(if big {
+                    *H5T_IEEE_F32BE
+                } else {
+                    *H5T_IEEE_F32LE
+                });
                 H5Tset_fields(t, 15, 10, 5, 0, 10);
                 H5Tset_size(t, 2);
                 H5Tset_ebias(t, 15);
@@ -115,14 +121,20 @@ pub fn write_hdf5(
             let tid = file_type(spec.dtype)?;
             let dcpl = Id(h5p::H5Pcreate(*h5p::H5P_CLS_DATASET_CREATE), h5p::H5Pclose);
             let lcpl = Id(h5p::H5Pcreate(*h5p::H5P_CLS_LINK_CREATE), h5p::H5Pclose);
-            check(h5p::H5Pset_create_intermediate_group(lcpl.0, 1) as i64, "lcpl")?;
+            check(
+                h5p::H5Pset_create_intermediate_group(lcpl.0, 1) as i64,
+                "lcpl",
+            )?;
             check(
                 h5p::H5Pset_fill_time(dcpl.0, h5d::H5D_fill_time_t::H5D_FILL_TIME_NEVER) as i64,
                 "fill time",
             )?;
             match &layout.chunks {
                 Some(c) => {
-                    check(h5p::H5Pset_chunk(dcpl.0, nd as i32, c.as_ptr()) as i64, "chunk")?;
+                    check(
+                        h5p::H5Pset_chunk(dcpl.0, nd as i32, c.as_ptr()) as i64,
+                        "chunk",
+                    )?;
                     if layout.shuffle {
                         check(h5p::H5Pset_shuffle(dcpl.0) as i64, "shuffle")?;
                     }
@@ -174,7 +186,10 @@ fn write_contiguous(dset: &Id, spec: &Spec, progress: &(dyn Fn(u64) + Sync)) -> 
     let mut done = 0u64;
     let tid = hdf5::sync::sync(|| file_type(spec.dtype))?;
     while r < rows {
-        let starts: Vec<u64> = (0..batch).map(|i| r + i * slab).filter(|&s| s < rows).collect();
+        let starts: Vec<u64> = (0..batch)
+            .map(|i| r + i * slab)
+            .filter(|&s| s < rows)
+            .collect();
         let bufs: Vec<(u64, u64, Vec<u8>)> = starts
             .par_iter()
             .map(|&s| {
@@ -300,8 +315,7 @@ fn write_chunks(
                 }
                 if let Some(level) = layout.gzip {
                     let mut c = libdeflater::Compressor::new(
-                        libdeflater::CompressionLvl::new(level as i32)
-                            .unwrap_or_default(),
+                        libdeflater::CompressionLvl::new(level as i32).unwrap_or_default(),
                     );
                     let mut out = vec![0u8; c.zlib_compress_bound(buf.len())];
                     let k = c.zlib_compress(&buf, &mut out).expect("bound is enough");

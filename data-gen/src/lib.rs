@@ -112,7 +112,12 @@ impl DType {
         if self.size == 1 {
             format!("|{}1", self.kind)
         } else {
-            format!("{}{}{}", if self.big { '>' } else { '<' }, self.kind, self.size)
+            format!(
+                "{}{}{}",
+                if self.big { '>' } else { '<' },
+                self.kind,
+                self.size
+            )
         }
     }
 
@@ -410,7 +415,11 @@ pub fn write_npy(
                         continue;
                     }
                     // O_DIRECT needs whole blocks: the last piece is padded, then truncated.
-                    let n = if direct { len.div_ceil(ALIGN) * ALIGN } else { *len };
+                    let n = if direct {
+                        len.div_ceil(ALIGN) * ALIGN
+                    } else {
+                        *len
+                    };
                     file.write_all_at(&buf.as_ref()[..n], *off)?;
                     done += *len as u64;
                 }
@@ -426,41 +435,43 @@ pub fn write_npy(
             let Ok(mut bufs) = from_writer.recv() else {
                 break;
             };
-            bufs.par_iter_mut().enumerate().for_each(|(i, (off, buf, len))| {
-                let j = j0 + i as u64;
-                *len = 0;
-                if j >= npieces {
-                    return;
-                }
-                let (b0, b1) = (j * piece, ((j + 1) * piece).min(file_len));
-                *off = b0;
-                *len = (b1 - b0) as usize;
-                let out = buf.as_mut();
-                let mut at = 0usize;
-                if b0 < hlen {
-                    let n = (hlen - b0).min(b1 - b0) as usize;
-                    out[..n].copy_from_slice(&header[b0 as usize..b0 as usize + n]);
-                    at = n;
-                }
-                // Data bytes [d0, d1) of this piece, from whole elements [e0, e1).
-                let d0 = b0.max(hlen) - hlen;
-                let d1 = b1.max(hlen) - hlen;
-                if d1 <= d0 {
-                    return;
-                }
-                let (e0, e1) = (d0 / size, d1.div_ceil(size));
-                let mut tmp = Vec::with_capacity(((e1 - e0) * size) as usize);
-                match order {
-                    Order::C => spec.fill_range(e0..e1, &mut tmp),
-                    Order::F => spec.fill(
-                        (e0..e1).map(|p| (p % rows.max(1)) * cols + p / rows.max(1)),
-                        &mut tmp,
-                    ),
-                }
-                let skip = (d0 - e0 * size) as usize;
-                let n = (d1 - d0) as usize;
-                out[at..at + n].copy_from_slice(&tmp[skip..skip + n]);
-            });
+            bufs.par_iter_mut()
+                .enumerate()
+                .for_each(|(i, (off, buf, len))| {
+                    let j = j0 + i as u64;
+                    *len = 0;
+                    if j >= npieces {
+                        return;
+                    }
+                    let (b0, b1) = (j * piece, ((j + 1) * piece).min(file_len));
+                    *off = b0;
+                    *len = (b1 - b0) as usize;
+                    let out = buf.as_mut();
+                    let mut at = 0usize;
+                    if b0 < hlen {
+                        let n = (hlen - b0).min(b1 - b0) as usize;
+                        out[..n].copy_from_slice(&header[b0 as usize..b0 as usize + n]);
+                        at = n;
+                    }
+                    // Data bytes [d0, d1) of this piece, from whole elements [e0, e1).
+                    let d0 = b0.max(hlen) - hlen;
+                    let d1 = b1.max(hlen) - hlen;
+                    if d1 <= d0 {
+                        return;
+                    }
+                    let (e0, e1) = (d0 / size, d1.div_ceil(size));
+                    let mut tmp = Vec::with_capacity(((e1 - e0) * size) as usize);
+                    match order {
+                        Order::C => spec.fill_range(e0..e1, &mut tmp),
+                        Order::F => spec.fill(
+                            (e0..e1).map(|p| (p % rows.max(1)) * cols + p / rows.max(1)),
+                            &mut tmp,
+                        ),
+                    }
+                    let skip = (d0 - e0 * size) as usize;
+                    let n = (d1 - d0) as usize;
+                    out[at..at + n].copy_from_slice(&tmp[skip..skip + n]);
+                });
             if to_writer.send(bufs).is_err() {
                 break;
             }

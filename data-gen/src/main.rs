@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use data_gen::{Dist, DType, Order, Spec};
+use data_gen::{DType, Dist, Order, Spec};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -61,7 +61,11 @@ struct Args {
 
 fn dims(s: &str, what: &str) -> Result<Vec<u64>, String> {
     s.split(',')
-        .map(|x| x.trim().parse::<u64>().map_err(|_| format!("bad {what} '{s}'")))
+        .map(|x| {
+            x.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("bad {what} '{s}'"))
+        })
         .collect()
 }
 
@@ -99,8 +103,10 @@ fn run(a: Args) -> Result<(), String> {
     } else {
         let pb = ProgressBar::new(spec.bytes());
         pb.set_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
-                .expect("template"),
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("template"),
         );
         pb
     };
@@ -109,7 +115,11 @@ fn run(a: Args) -> Result<(), String> {
         #[cfg(feature = "hdf5")]
         {
             let layout = data_gen::h5::H5Layout {
-                chunks: a.chunks.as_deref().map(|c| dims(c, "--chunks")).transpose()?,
+                chunks: a
+                    .chunks
+                    .as_deref()
+                    .map(|c| dims(c, "--chunks"))
+                    .transpose()?,
                 gzip: a.gzip,
                 shuffle: a.shuffle,
             };
@@ -119,7 +129,11 @@ fn run(a: Args) -> Result<(), String> {
         #[cfg(not(feature = "hdf5"))]
         return Err("built without HDF5 support".into());
     } else {
-        let order = if a.order == OrderArg::F { Order::F } else { Order::C };
+        let order = if a.order == OrderArg::F {
+            Order::F
+        } else {
+            Order::C
+        };
         data_gen::write_npy(&a.out, &spec, order, &progress)
             .map_err(|e| format!("{}: {e}", a.out.display()))?;
     }

@@ -19,6 +19,12 @@ pub trait IntLoad: Send + Sync + 'static {
     const OFFSET: i128;
     /// The (shifted) value.
     fn dec(b: &[u8]) -> i64;
+    /// The same value (shift included) as f64, exactly, for types of at most 4 bytes;
+    /// written so it vectorises (through i32 conversions).
+    #[inline(always)]
+    fn dec_f64(b: &[u8]) -> f64 {
+        Self::dec(b) as f64
+    }
 }
 
 macro_rules! float_load {
@@ -45,6 +51,9 @@ float_load!(F16Be, 2, u16, from_be_bytes, |v| f16::from_bits(v).to_f64());
 
 macro_rules! int_load {
     ($name:ident, $size:expr, $t:ty, $from:ident, $off:expr, |$v:ident| $conv:expr) => {
+        int_load!($name, $size, $t, $from, $off, |$v| $conv, |x| x as f64);
+    };
+    ($name:ident, $size:expr, $t:ty, $from:ident, $off:expr, |$v:ident| $conv:expr, |$x:ident| $f:expr) => {
         /// Integer decoder.
         pub struct $name;
         impl IntLoad for $name {
@@ -55,21 +64,57 @@ macro_rules! int_load {
                 let $v = <$t>::$from(b.try_into().unwrap());
                 $conv
             }
+            #[inline(always)]
+            fn dec_f64(b: &[u8]) -> f64 {
+                let $x = <$t>::$from(b.try_into().unwrap());
+                $f
+            }
         }
     };
 }
 
-int_load!(BoolL, 1, u8, from_le_bytes, 0, |v| (v != 0) as i64);
-int_load!(I8L, 1, i8, from_le_bytes, 0, |v| v as i64);
-int_load!(U8L, 1, u8, from_le_bytes, 0, |v| v as i64);
-int_load!(I16Le, 2, i16, from_le_bytes, 0, |v| v as i64);
-int_load!(I16Be, 2, i16, from_be_bytes, 0, |v| v as i64);
-int_load!(U16Le, 2, u16, from_le_bytes, 0, |v| v as i64);
-int_load!(U16Be, 2, u16, from_be_bytes, 0, |v| v as i64);
-int_load!(I32Le, 4, i32, from_le_bytes, 0, |v| v as i64);
-int_load!(I32Be, 4, i32, from_be_bytes, 0, |v| v as i64);
-int_load!(U32Le, 4, u32, from_le_bytes, 0, |v| v as i64);
-int_load!(U32Be, 4, u32, from_be_bytes, 0, |v| v as i64);
+// Conversions to f64 go through i32, which AVX2 converts natively (i64 and u32 it does not).
+int_load!(
+    BoolL,
+    1,
+    u8,
+    from_le_bytes,
+    0,
+    |v| (v != 0) as i64,
+    |x| (x != 0) as i32 as f64
+);
+int_load!(I8L, 1, i8, from_le_bytes, 0, |v| v as i64, |x| x as i32
+    as f64);
+int_load!(U8L, 1, u8, from_le_bytes, 0, |v| v as i64, |x| x as i32
+    as f64);
+int_load!(I16Le, 2, i16, from_le_bytes, 0, |v| v as i64, |x| x as i32
+    as f64);
+int_load!(I16Be, 2, i16, from_be_bytes, 0, |v| v as i64, |x| x as i32
+    as f64);
+int_load!(U16Le, 2, u16, from_le_bytes, 0, |v| v as i64, |x| x as i32
+    as f64);
+int_load!(U16Be, 2, u16, from_be_bytes, 0, |v| v as i64, |x| x as i32
+    as f64);
+int_load!(I32Le, 4, i32, from_le_bytes, 0, |v| v as i64, |x| x as f64);
+int_load!(I32Be, 4, i32, from_be_bytes, 0, |v| v as i64, |x| x as f64);
+int_load!(
+    U32Le,
+    4,
+    u32,
+    from_le_bytes,
+    0,
+    |v| v as i64,
+    |x| ((x ^ 0x8000_0000) as i32) as f64 + 2147483648.0
+);
+int_load!(
+    U32Be,
+    4,
+    u32,
+    from_be_bytes,
+    0,
+    |v| v as i64,
+    |x| ((x ^ 0x8000_0000) as i32) as f64 + 2147483648.0
+);
 int_load!(I64Le, 8, i64, from_le_bytes, 0, |v| v);
 int_load!(I64Be, 8, i64, from_be_bytes, 0, |v| v);
 int_load!(

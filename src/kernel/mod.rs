@@ -132,8 +132,8 @@ pub struct Need {
     pub minmax: bool,
 }
 
-/// Columns processed together inside a leaf, so both passes stay in cache for wide rows.
-const TILE: usize = 1024;
+/// Elements of a leaf's column tile, so the second pass over it hits the cache.
+const TILE_ELEMS: usize = 1 << 16;
 /// Lanes processed together: one or two vector registers' worth.
 const N: usize = 8;
 
@@ -177,7 +177,13 @@ pub fn reduce(data: &[u8], dtype: DType, shape: Shape, need: Need, shift: &Shift
 /// results are the same bits as the baseline build (no operation is fused or reordered).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn reduce_avx2(data: &[u8], dtype: DType, shape: Shape, need: Need, shift: &Shift) -> Vec<Acc> {
+unsafe fn reduce_avx2(
+    data: &[u8],
+    dtype: DType,
+    shape: Shape,
+    need: Need,
+    shift: &Shift,
+) -> Vec<Acc> {
     reduce_any(data, dtype, shape, need, shift)
 }
 
@@ -236,7 +242,8 @@ fn tiling(shape: Shape) -> (usize, usize) {
         }
         (w, k)
     } else {
-        (TILE.min(w), 1)
+        let tile = (TILE_ELEMS / shape.leaf_rows.max(1)).clamp(2 * N, 1024);
+        (tile.min(w), 1)
     }
 }
 
@@ -417,10 +424,19 @@ fn run_f<L: FloatLoad>(data: &[u8], shape: Shape, need: Need, shift: &[f64]) -> 
         .unwrap_or_else(|| vec![Acc::EMPTY; shape.width])
 }
 
-type FloatScratch<'a> = (&'a mut Lanes<f64>, &'a mut Vec<f64>, &'a mut Vec<(f64, f64)>);
+type FloatScratch<'a> = (
+    &'a mut Lanes<f64>,
+    &'a mut Vec<f64>,
+    &'a mut Vec<(f64, f64)>,
+);
 
 #[inline(always)]
-fn f1_dispatch<L: FloatLoad, const M: usize>(data: &[u8], run: (usize, usize, usize), a: &mut F1<M>, need: Need) {
+fn f1_dispatch<L: FloatLoad, const M: usize>(
+    data: &[u8],
+    run: (usize, usize, usize),
+    a: &mut F1<M>,
+    need: Need,
+) {
     match (need.moments, need.minmax) {
         (true, true) => f1_sweep::<L, M, true, true>(data, run, a),
         (true, false) => f1_sweep::<L, M, true, false>(data, run, a),
@@ -599,6 +615,35 @@ fn i1_sweep<L: IntLoad, const M: usize, const MM: bool>(
     *a = st;
 }
 
+/// Pass 1 for types of at most 2 bytes: i32 lanes (twice as many per vector, and AVX2 has
+/// i32 min/max), folded into the i64 lane state after each run. A run covers at most a leaf
+/// (16384 rows), so an i32 sum of 16-bit values cannot overflow.
+#[inline(always)]
+fn i1_sweep_small<L: IntLoad, const M: usize, const MM: bool>(
+    data: &[u8],
+    (off0, step, count): (usize, usize, usize),
+    a: &mut I1<M>,
+) {
+    let (mut s, mut lo, mut hi) = ([0i32; M], [i32::MAX; M], [i32::MIN; M]);
+    for g in 0..count {
+        let off = off0 + g * step;
+        let e = &data[off..off + M * L::SIZE];
+        for i in 0..M {
+            let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]) as i32;
+            s[i] += x;
+            if MM {
+                lo[i] = if x < lo[i] { x } else { lo[i] };
+                hi[i] = if x > hi[i] { x } else { hi[i] };
+            }
+        }
+    }
+    for i in 0..M {
+        a.s[i] += s[i] as i64;
+        a.lo[i] = a.lo[i].min(lo[i] as i64);
+        a.hi[i] = a.hi[i].max(hi[i] as i64);
+    }
+}
+
 /// `x - c` rounded once to f64, for any two i64 values.
 #[inline(always)]
 fn diff_f64<const WIDE: bool>(x: i64, c: i64) -> f64 {
@@ -620,18 +665,30 @@ fn i2_sweep<L: IntLoad, const M: usize>(
     sq: &mut [f64; M],
 ) {
     let (mut a, mut q) = (*sd, *sq);
-    for g in 0..count {
-        let off = off0 + g * step;
-        let e = &data[off..off + M * L::SIZE];
+    if L::SIZE == 8 {
+        for g in 0..count {
+            let off = off0 + g * step;
+            let e = &data[off..off + M * L::SIZE];
+            for i in 0..M {
+                let d = diff_f64::<true>(L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]), m[i]);
+                a[i] += d;
+                q[i] += d * d;
+            }
+        }
+    } else {
+        // Both sides are integers below 2^33: exact in f64, and so is their difference.
+        let mut mf = [0.0f64; M];
         for i in 0..M {
-            let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]);
-            let d = if L::SIZE == 8 {
-                diff_f64::<true>(x, m[i])
-            } else {
-                diff_f64::<false>(x, m[i])
-            };
-            a[i] += d;
-            q[i] += d * d;
+            mf[i] = m[i] as f64;
+        }
+        for g in 0..count {
+            let off = off0 + g * step;
+            let e = &data[off..off + M * L::SIZE];
+            for i in 0..M {
+                let d = L::dec_f64(&e[i * L::SIZE..(i + 1) * L::SIZE]) - mf[i];
+                a[i] += d;
+                q[i] += d * d;
+            }
         }
     }
     *sd = a;
@@ -689,8 +746,10 @@ fn int_tile<L: IntLoad>(
     lanes.b[..l].fill(0);
     lanes.c[..l].fill(i64::MAX);
     lanes.d[..l].fill(i64::MIN);
+    // Pass 1 on i32 lanes (types of at most 2 bytes) takes 16 lanes at a time.
     let mut runs = Vec::new();
-    t.runs(shape, L::SIZE, N, &mut runs);
+    let width = if L::SIZE <= 2 { 2 * N } else { N };
+    t.runs(shape, L::SIZE, width, &mut runs);
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
@@ -700,10 +759,13 @@ fn int_tile<L: IntLoad>(
                     lo: load(&lanes.c, j),
                     hi: load(&lanes.d, j),
                 };
-                if need.minmax {
-                    i1_sweep::<L, $m, true>(data, (off, step, count), &mut a);
-                } else {
-                    i1_sweep::<L, $m, false>(data, (off, step, count), &mut a);
+                match (L::SIZE <= 2, need.minmax) {
+                    (true, true) => i1_sweep_small::<L, $m, true>(data, (off, step, count), &mut a),
+                    (true, false) => {
+                        i1_sweep_small::<L, $m, false>(data, (off, step, count), &mut a)
+                    }
+                    (false, true) => i1_sweep::<L, $m, true>(data, (off, step, count), &mut a),
+                    (false, false) => i1_sweep::<L, $m, false>(data, (off, step, count), &mut a),
                 }
                 store(&mut lanes.a, j, &a.h);
                 store(&mut lanes.b, j, &a.s);
@@ -711,7 +773,9 @@ fn int_tile<L: IntLoad>(
                 store(&mut lanes.d, j, &a.hi);
             }};
         }
-        if m == N {
+        if m == 2 * N {
+            sweep!(16)
+        } else if m == N {
             sweep!(8)
         } else {
             sweep!(1)
@@ -727,13 +791,25 @@ fn int_tile<L: IntLoad>(
             hi = hi.max(lanes.d[j]);
         }
         // The centre: the leaf mean of the decoded values, rounded down to an integer.
-        centres[c] = if n > 0 { s.div_euclid(n as i128) as i64 } else { 0 };
+        centres[c] = if n > 0 {
+            s.div_euclid(n as i128) as i64
+        } else {
+            0
+        };
         *o = Acc {
             n,
             nan: 0,
             isum: s + L::OFFSET * n as i128,
-            imin: if n > 0 { lo as i128 + L::OFFSET } else { i128::MAX },
-            imax: if n > 0 { hi as i128 + L::OFFSET } else { i128::MIN },
+            imin: if n > 0 {
+                lo as i128 + L::OFFSET
+            } else {
+                i128::MAX
+            },
+            imax: if n > 0 {
+                hi as i128 + L::OFFSET
+            } else {
+                i128::MIN
+            },
             ..Acc::EMPTY
         };
     }
@@ -746,6 +822,7 @@ fn int_tile<L: IntLoad>(
     // Pass 2: exact integer deviations from the centre, accumulated in f64.
     fl.a[..l].fill(0.0);
     fl.b[..l].fill(0.0);
+    t.runs(shape, L::SIZE, N, &mut runs);
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
