@@ -88,7 +88,9 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
     let cv = Condvar::new();
     let itemsize = job.meta.dtype.size as u64;
 
-    let worker = || loop {
+    let worker = || {
+        let mut scratch = Scratch::default();
+        loop {
         let i = next.fetch_add(1, Ordering::SeqCst);
         if i >= plan.blocks.len() || abort.load(Ordering::SeqCst) {
             break;
@@ -104,7 +106,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
             break;
         }
         let block = &plan.blocks[i];
-        let out = reduce_block(job, plan, block);
+        let out = reduce_block(job, plan, block, &mut scratch);
         let mut st = state.lock().unwrap();
         match out {
             Ok(partial) => {
@@ -123,6 +125,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
         let d = done_bytes.fetch_add(block_bytes(block, itemsize), Ordering::SeqCst)
             + block_bytes(block, itemsize);
         progress(d);
+        }
     };
     pool.scope(|s| {
         for _ in 0..plan.in_flight.max(1) {
@@ -208,13 +211,22 @@ fn read_at(job: &Job<'_>, offset: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Reads a block of whole rows from storage that is not memory-mapped into a buffer.
+/// A worker's reusable buffers: fresh allocations per block would fault in new pages.
+#[derive(Default)]
+struct Scratch {
+    block: Vec<u8>,
+    #[cfg(feature = "hdf5")]
+    chunks: crate::source::hdf5::ChunkScratch,
+}
+
+/// Reads a block of whole rows from storage that is not memory-mapped into `sc.block`.
 #[cfg(feature = "hdf5")]
-fn read_block(job: &Job<'_>, block: &Block) -> Result<Vec<u8>> {
+fn read_block(job: &Job<'_>, block: &Block, sc: &mut Scratch) -> Result<()> {
     use crate::source::hdf5 as h5;
     let meta = job.meta;
     let bytes = (block.rows.end - block.rows.start) * meta.columns * meta.dtype.size as u64;
-    let mut buf = vec![0u8; bytes as usize];
+    sc.block.resize(bytes as usize, 0);
+    let buf = &mut sc.block;
     match job.storage {
         Storage::Mapped => unreachable!("mapped storage is not buffered"),
         Storage::Hdf5(r) => h5::read_rows(
@@ -223,10 +235,9 @@ fn read_block(job: &Job<'_>, block: &Block) -> Result<Vec<u8>> {
             &meta.shape,
             block.rows.start,
             block.rows.end,
-            &mut buf,
+            buf,
         )?,
         Storage::Chunked(ch) => {
-            let mut sc = h5::ChunkScratch::default();
             h5::read_chunk_rows(
                 &meta.path,
                 job.dataset.unwrap_or("?"),
@@ -235,25 +246,26 @@ fn read_block(job: &Job<'_>, block: &Block) -> Result<Vec<u8>> {
                 &meta.shape,
                 meta.dtype.size,
                 (block.rows.start, block.rows.end),
-                &mut sc,
-                &mut buf,
+                &mut sc.chunks,
+                buf,
             )?
         }
     }
-    Ok(buf)
+    Ok(())
 }
 
 #[cfg(not(feature = "hdf5"))]
-fn read_block(_job: &Job<'_>, _block: &Block) -> Result<Vec<u8>> {
+fn read_block(_job: &Job<'_>, _block: &Block, _sc: &mut Scratch) -> Result<()> {
     unreachable!("only HDF5 storage is buffered")
 }
 
-fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block) -> Result<Vec<Acc>> {
+fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block, sc: &mut Scratch) -> Result<Vec<Acc>> {
     if !matches!(job.storage, Storage::Mapped) {
         let meta = job.meta;
         let s = meta.dtype.size;
         let w = meta.columns as usize;
-        let buf = read_block(job, block)?;
+        read_block(job, block, sc)?;
+        let buf = &sc.block;
         let first = job.first_row_bytes.as_deref().unwrap_or(&buf[..w * s]);
         let shift = kernel::decode_shift(first, meta.dtype, w, s);
         return Ok(kernel::reduce(

@@ -865,6 +865,18 @@ pub fn fletcher32(data: &[u8]) -> u32 {
     (s2 << 16) | s1
 }
 
+/// Byte un-shuffle for `S`-byte elements: `src` holds every element's byte 0, then every
+/// byte 1, ...; writes whole elements in order (sequential stores, `S` sequential streams).
+#[inline(never)]
+fn unshuffle<const S: usize>(src: &[u8], dst: &mut [u8], n: usize) {
+    let streams: [&[u8]; S] = std::array::from_fn(|b| &src[b * n..(b + 1) * n]);
+    for (j, el) in dst[..n * S].chunks_exact_mut(S).enumerate() {
+        for b in 0..S {
+            el[b] = streams[b][j];
+        }
+    }
+}
+
 /// Undoes the filter pipeline on one stored chunk; `out` receives `expect` bytes.
 pub fn decode_chunk(
     filters: &[Filter],
@@ -874,6 +886,21 @@ pub fn decode_chunk(
     expect: usize,
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
+    decode_chunk_with(filters, mask, itemsize, raw, expect, scratch, out, &mut None)
+}
+
+/// [`decode_chunk`] with a reusable inflate state.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_chunk_with(
+    filters: &[Filter],
+    mask: u32,
+    itemsize: usize,
+    raw: &[u8],
+    expect: usize,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    inflater: &mut Option<libdeflater::Decompressor>,
 ) -> std::result::Result<(), String> {
     out.clear();
     out.extend_from_slice(raw);
@@ -900,7 +927,7 @@ pub fn decode_chunk(
             FILTER_DEFLATE => {
                 scratch.clear();
                 scratch.resize(expect, 0);
-                let mut d = libdeflater::Decompressor::new();
+                let d = inflater.get_or_insert_with(libdeflater::Decompressor::new);
                 let n = d
                     .zlib_decompress(out, scratch)
                     .map_err(|e| format!("deflate: {e}"))?;
@@ -915,10 +942,16 @@ pub fn decode_chunk(
                     let n = out.len() / s;
                     scratch.clear();
                     scratch.resize(out.len(), 0);
-                    for b in 0..s {
-                        let src = &out[b * n..(b + 1) * n];
-                        for (j, &v) in src.iter().enumerate() {
-                            scratch[j * s + b] = v;
+                    match s {
+                        2 => unshuffle::<2>(out, scratch, n),
+                        4 => unshuffle::<4>(out, scratch, n),
+                        8 => unshuffle::<8>(out, scratch, n),
+                        _ => {
+                            for b in 0..s {
+                                for j in 0..n {
+                                    scratch[j * s + b] = out[b * n + j];
+                                }
+                            }
                         }
                     }
                     let tail = n * s;
@@ -944,6 +977,7 @@ pub struct ChunkScratch {
     raw: Vec<u8>,
     tmp: Vec<u8>,
     out: Vec<u8>,
+    inflater: Option<libdeflater::Decompressor>,
 }
 
 /// Fills `out` with rows `r0..r1` (all columns, C order, file byte order) of a chunked
@@ -1026,7 +1060,7 @@ pub fn read_chunk_rows(
                 sc.raw.resize(loc.size as usize, 0);
                 file.read_exact_at(&mut sc.raw, loc.addr)
                     .map_err(|e| Error::io(path, e))?;
-                decode_chunk(
+                decode_chunk_with(
                     &ch.filters,
                     loc.mask,
                     itemsize,
@@ -1034,6 +1068,7 @@ pub fn read_chunk_rows(
                     expect,
                     &mut sc.tmp,
                     &mut sc.out,
+                    &mut sc.inflater,
                 )
                 .map_err(|m| {
                     Error::format(
