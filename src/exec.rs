@@ -91,40 +91,40 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
     let worker = || {
         let mut scratch = Scratch::default();
         loop {
-        let i = next.fetch_add(1, Ordering::SeqCst);
-        if i >= plan.blocks.len() || abort.load(Ordering::SeqCst) {
-            break;
-        }
-        // Bound the partials waiting for an earlier block: wait while too far ahead.
-        {
-            let mut st = state.lock().unwrap();
-            while i >= st.next_merge + plan.window && !abort.load(Ordering::SeqCst) {
-                st = cv.wait(st).unwrap();
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            if i >= plan.blocks.len() || abort.load(Ordering::SeqCst) {
+                break;
             }
-        }
-        if abort.load(Ordering::SeqCst) {
-            break;
-        }
-        let block = &plan.blocks[i];
-        let out = reduce_block(job, plan, block, &mut scratch);
-        let mut st = state.lock().unwrap();
-        match out {
-            Ok(partial) => {
-                st.pending.insert(i, partial);
-                drain(&mut st, job, plan);
-            }
-            Err(e) => {
-                if st.error.is_none() {
-                    st.error = Some(e);
+            // Bound the partials waiting for an earlier block: wait while too far ahead.
+            {
+                let mut st = state.lock().unwrap();
+                while i >= st.next_merge + plan.window && !abort.load(Ordering::SeqCst) {
+                    st = cv.wait(st).unwrap();
                 }
-                abort.store(true, Ordering::SeqCst);
             }
-        }
-        drop(st);
-        cv.notify_all();
-        let d = done_bytes.fetch_add(block_bytes(block, itemsize), Ordering::SeqCst)
-            + block_bytes(block, itemsize);
-        progress(d);
+            if abort.load(Ordering::SeqCst) {
+                break;
+            }
+            let block = &plan.blocks[i];
+            let out = reduce_block(job, plan, block, &mut scratch);
+            let mut st = state.lock().unwrap();
+            match out {
+                Ok(partial) => {
+                    st.pending.insert(i, partial);
+                    drain(&mut st, job, plan);
+                }
+                Err(e) => {
+                    if st.error.is_none() {
+                        st.error = Some(e);
+                    }
+                    abort.store(true, Ordering::SeqCst);
+                }
+            }
+            drop(st);
+            cv.notify_all();
+            let d = done_bytes.fetch_add(block_bytes(block, itemsize), Ordering::SeqCst)
+                + block_bytes(block, itemsize);
+            progress(d);
         }
     };
     pool.scope(|s| {
@@ -237,19 +237,17 @@ fn read_block(job: &Job<'_>, block: &Block, sc: &mut Scratch) -> Result<()> {
             block.rows.end,
             buf,
         )?,
-        Storage::Chunked(ch) => {
-            h5::read_chunk_rows(
-                &meta.path,
-                job.dataset.unwrap_or("?"),
-                job.file,
-                ch,
-                &meta.shape,
-                meta.dtype.size,
-                (block.rows.start, block.rows.end),
-                &mut sc.chunks,
-                buf,
-            )?
-        }
+        Storage::Chunked(ch) => h5::read_chunk_rows(
+            &meta.path,
+            job.dataset.unwrap_or("?"),
+            job.file,
+            ch,
+            &meta.shape,
+            meta.dtype.size,
+            (block.rows.start, block.rows.end),
+            &mut sc.chunks,
+            buf,
+        )?,
     }
     Ok(())
 }

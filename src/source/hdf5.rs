@@ -887,7 +887,9 @@ pub fn decode_chunk(
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> std::result::Result<(), String> {
-    decode_chunk_with(filters, mask, itemsize, raw, expect, scratch, out, &mut None)
+    decode_chunk_with(
+        filters, mask, itemsize, raw, expect, scratch, out, &mut None,
+    )
 }
 
 /// [`decode_chunk`] with a reusable inflate state.
