@@ -25,6 +25,51 @@ use crate::moments::{Acc, Tree};
 use crate::plan::{Block, GroupKind, Plan};
 use crate::source::{ArrayMeta, Storage};
 
+/// How blocks of contiguous data are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// Maps on local filesystems, reads on network filesystems.
+    #[default]
+    Auto,
+    /// Per-block memory maps, populated up front.
+    Mmap,
+    /// `pread` of whole blocks into reused buffers (one copy, no page-table work).
+    Read,
+}
+
+impl IoMode {
+    /// True when blocks of `file` should be read rather than mapped.
+    pub fn resolve(self, file: &File) -> bool {
+        match self {
+            IoMode::Mmap => false,
+            IoMode::Read => true,
+            IoMode::Auto => on_network_fs(file),
+        }
+    }
+}
+
+/// Whether `file` lives on a network or FUSE filesystem (NFS, SMB/CIFS, Ceph, Lustre, GPFS,
+/// FUSE), where faulting a map in 4 KiB pages turns into many small requests.
+fn on_network_fs(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatfs fills the struct we own for an open descriptor.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    const NETWORK: [i64; 8] = [
+        0x6969,      // NFS
+        0x517B,      // SMB
+        0xFF534D42,  // CIFS
+        0xFE534D42,  // SMB2
+        0x00C36400,  // Ceph
+        0x0BD00BD0,  // Lustre
+        0x47504653,  // GPFS
+        0x65735546,  // FUSE
+    ];
+    NETWORK.contains(&(st.f_type as i64))
+}
+
 /// Receives the number of element bytes reduced so far (monotonic, from any thread).
 pub type ProgressFn<'a> = dyn Fn(u64) + Sync + 'a;
 
@@ -49,6 +94,8 @@ pub struct Job<'a> {
     /// For storage that is not memory-mapped: the raw bytes of the first selected row
     /// (all columns), from which the shift is taken.
     pub first_row_bytes: Option<Vec<u8>>,
+    /// Read dense blocks of contiguous data with `pread` instead of mapping them.
+    pub read: bool,
 }
 
 struct State {
@@ -267,7 +314,7 @@ fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block, sc: &mut Scratch) -> 
         let first = job.first_row_bytes.as_deref().unwrap_or(&buf[..w * s]);
         let shift = kernel::decode_shift(first, meta.dtype, w, s);
         return Ok(kernel::reduce(
-            &buf,
+            buf,
             meta.dtype,
             block.shape,
             job.need,
@@ -277,8 +324,19 @@ fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block, sc: &mut Scratch) -> 
     let meta = job.meta;
     let s = meta.dtype.size;
     let g = &plan.groups[block.group];
-    let (map, delta) = map_block(job, block)?;
-    let data = &map[delta..];
+    // Dense blocks can be read into a reused buffer instead (sparse column tiles would read
+    // bytes they do not need).
+    let mapped;
+    let data: &[u8] = if job.read && block.dense {
+        sc.block.resize(block.span as usize, 0);
+        job.file
+            .read_exact_at(&mut sc.block, block.offset)
+            .map_err(|e| Error::io(&meta.path, e))?;
+        &sc.block
+    } else {
+        mapped = map_block(job, block)?;
+        &mapped.0[mapped.1..]
+    };
     let first = block.rows.start == job.first_row;
     let out = match &g.kind {
         GroupKind::Rows { cols } => {
@@ -313,6 +371,5 @@ fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block, sc: &mut Scratch) -> 
             out
         }
     };
-    drop(map);
     Ok(out)
 }

@@ -229,6 +229,7 @@ pub struct Request {
     columns: Option<ColumnSpec>,
     rows: Option<RowSpec>,
     block_limit: u64,
+    io: exec::IoMode,
 }
 
 impl Request {
@@ -245,7 +246,16 @@ impl Request {
             columns: None,
             rows: None,
             block_limit: u64::MAX,
+            io: exec::IoMode::Auto,
         }
+    }
+
+    /// How contiguous data is reached: per-block memory maps (the default on local disks),
+    /// or `pread` into reused buffers (the default on network filesystems, where every page
+    /// fault can become a small request).
+    pub fn io(mut self, mode: exec::IoMode) -> Request {
+        self.io = mode;
+        self
     }
 
     /// The HDF5 dataset to reduce.
@@ -421,6 +431,7 @@ impl Request {
             storage: &src.storage,
             dataset: src.dataset.as_deref(),
             first_row_bytes,
+            read: self.io.resolve(&src.file),
         };
         let accs = exec::run(&job, &plan, &|done| progress(done, total))?;
         let picked: Vec<Acc> = order

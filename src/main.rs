@@ -45,6 +45,13 @@ enum Nan {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Io {
+    Auto,
+    Mmap,
+    Read,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ProgressMode {
     Auto,
     Always,
@@ -103,6 +110,10 @@ struct StatsArgs {
     /// Progress bar on stderr.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
+    /// How contiguous data is read: per-block memory maps, pread into buffers, or auto
+    /// (maps on local disks, reads on network filesystems).
+    #[arg(long, value_enum, default_value_t = Io::Auto)]
+    io: Io,
     /// Testing aid: cap the bytes per block below what the budget allows.
     #[arg(long, hide = true, value_parser = colstats::parse_size)]
     block_limit: Option<u64>,
@@ -211,6 +222,11 @@ fn stats(a: StatsArgs) -> Result<(), String> {
     if let Some(b) = a.block_limit {
         req = req.block_limit(b);
     }
+    req = req.io(match a.io {
+        Io::Auto => colstats::exec::IoMode::Auto,
+        Io::Mmap => colstats::exec::IoMode::Mmap,
+        Io::Read => colstats::exec::IoMode::Read,
+    });
     let pb = progress_bar(a.progress);
     let res = req.run_with_progress(|done, total| {
         pb.set_length(total);

@@ -78,6 +78,8 @@ fn c_and_fortran_order_many_blocks_exact_and_thread_invariant() {
             &["--threads", "4", "--block-limit", "1"][..],
             &["--threads", "3", "--block-limit", "100KiB"][..],
             &["--threads", "2", "--memory", "1MiB"][..],
+            &["--threads", "2", "--io", "read"][..],
+            &["--threads", "1", "--io", "read", "--block-limit", "1"][..],
         ] {
             assert_eq!(run_json(&p, extra), base, "fortran={fortran} {extra:?}");
         }
