@@ -455,6 +455,12 @@ fn main() {
         shim(&args[1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // `cargo test --all-targets` runs bench binaries too, without `--bench`: do nothing there
+    // (CI runs the quick mode explicitly with `cargo bench`).
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("e2e: not run under cargo test; use `cargo bench --bench e2e [-- --quick]`");
+        return;
+    }
     let keep = args.iter().any(|a| a == "--keep");
     let colstats = env!("CARGO_BIN_EXE_colstats");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
