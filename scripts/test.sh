@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every test, then the quick end-to-end benchmark (which asserts nothing about speed), then a
+# one-line total. This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee "$log"
+cargo bench --bench e2e -- --quick
+passed=$(grep -E '^test result:' "$log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -E '^test result:' "$log" | awk '{s += $6} END {print s + 0}')
+echo "tests: ${passed} passed, ${failed} failed"
