@@ -58,14 +58,14 @@ fn on_network_fs(file: &File) -> bool {
         return false;
     }
     const NETWORK: [i64; 8] = [
-        0x6969,      // NFS
-        0x517B,      // SMB
-        0xFF534D42,  // CIFS
-        0xFE534D42,  // SMB2
-        0x00C36400,  // Ceph
-        0x0BD00BD0,  // Lustre
-        0x47504653,  // GPFS
-        0x65735546,  // FUSE
+        0x6969,     // NFS
+        0x517B,     // SMB
+        0xFF534D42, // CIFS
+        0xFE534D42, // SMB2
+        0x00C36400, // Ceph
+        0x0BD00BD0, // Lustre
+        0x47504653, // GPFS
+        0x65735546, // FUSE
     ];
     NETWORK.contains(&(st.f_type as i64))
 }

@@ -7,18 +7,7 @@ use common::*;
 use std::path::Path;
 
 fn run_json(path: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = bin()
-        .args(["stats", "--format", "json"])
-        .arg(path)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{extra:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out.stdout)
+    stats_json(path, extra)
 }
 
 fn check_exact(d: &Dyadic, j: &serde_json::Value, cols: &[usize], rows: std::ops::Range<usize>) {

@@ -10,18 +10,7 @@ use ndarray::{Array2, Array3};
 use std::path::Path;
 
 fn run(path: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = bin()
-        .args(["stats", "--format", "json"])
-        .arg(path)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{extra:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&out.stdout)
+    stats_json(path, extra)
 }
 
 /// Asserts two stats objects agree: counts, min, max exactly; sums and means to a few ulps;

@@ -18,6 +18,26 @@ fn children_max_rss_bytes() -> u64 {
     ru.ru_maxrss as u64 * 1024 // kilobytes on Linux
 }
 
+/// Runs colstats with `--memory 64MiB` on `path` (plus `extra`), checks it counted `rows`
+/// rows, and returns the children's peak RSS so far, asserting it is within budget + 32 MiB.
+fn run_and_check(path: &std::path::Path, extra: &[&str], rows: u64, label: &str) {
+    let budget: u64 = 64 << 20;
+    let mut args = vec!["--memory", "64MiB", "--threads", "2"];
+    args.extend_from_slice(extra);
+    let j = stats_json(path, &args);
+    assert_eq!(j["stats"]["count"][0].as_u64().unwrap(), rows);
+    let rss = children_max_rss_bytes();
+    eprintln!(
+        "{label}: budget 64 MiB, peak RSS so far {:.1} MiB",
+        rss as f64 / (1 << 20) as f64
+    );
+    assert!(
+        rss <= budget + (32 << 20),
+        "{label}: peak RSS {} MiB over budget 64 MiB + 32 MiB",
+        rss >> 20
+    );
+}
+
 #[test]
 fn peak_rss_within_budget() {
     npy_peak_rss_within_budget();
@@ -50,36 +70,13 @@ fn npy_peak_rss_within_budget() {
         drop(f);
         let size = std::fs::metadata(&p).unwrap().len();
         assert!(size >= 8 * budget, "file {size} is not 8x the budget");
-        let out = bin()
-            .args([
-                "stats",
-                "--format",
-                "json",
-                "--memory",
-                "64MiB",
-                "--threads",
-                "2",
-            ])
-            .arg(&p)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let j = json(&out.stdout);
-        assert_eq!(j["stats"]["count"][0].as_u64().unwrap(), rows as u64);
-        let rss = children_max_rss_bytes();
-        eprintln!(
-            "fortran={fortran}: file {} MiB, budget 64 MiB, peak RSS {:.1} MiB",
-            size >> 20,
-            rss as f64 / (1 << 20) as f64
-        );
-        assert!(
-            rss <= budget + (32 << 20),
-            "peak RSS {} MiB over budget 64 MiB + 32 MiB",
-            rss >> 20
+        let label = format!("npy fortran={fortran}, {} MiB file", size >> 20);
+        run_and_check(&p, &[], rows as u64, &label);
+        run_and_check(
+            &p,
+            &["--io", "read"],
+            rows as u64,
+            &format!("{label}, --io read"),
         );
         std::fs::remove_file(&p).unwrap();
     }
@@ -121,37 +118,7 @@ fn hdf5_peak_rss_within_budget() {
         }
     }
     for ds in ["/contig", "/chunked", "/gzip"] {
-        let out = bin()
-            .args([
-                "stats",
-                "--format",
-                "json",
-                "--memory",
-                "64MiB",
-                "--threads",
-                "2",
-            ])
-            .args(["--dataset", ds])
-            .arg(&h)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let j = json(&out.stdout);
-        assert_eq!(j["stats"]["count"][0].as_u64().unwrap(), rows as u64);
-        let rss = children_max_rss_bytes();
-        eprintln!(
-            "hdf5 {ds}: {} MiB logical, budget 64 MiB, peak RSS so far {:.1} MiB",
-            (rows * cols * 8) >> 20,
-            rss as f64 / (1 << 20) as f64
-        );
-        assert!(
-            rss <= budget + (32 << 20),
-            "{ds}: peak RSS {} MiB over budget 64 MiB + 32 MiB",
-            rss >> 20
-        );
+        let label = format!("hdf5 {ds}, {} MiB logical", (rows * cols * 8) >> 20);
+        run_and_check(&h, &["--dataset", ds], rows as u64, &label);
     }
 }

@@ -141,6 +141,23 @@ pub fn dyadic(rows: usize, cols: usize, offset: i64, nan_permille: u64, seed: u6
     }
 }
 
+/// Runs `colstats stats --format json PATH EXTRA...`, asserting success, and parses the output.
+pub fn stats_json(path: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = bin()
+        .args(["stats", "--format", "json"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {extra:?}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out.stdout)
+}
+
 /// Parses `colstats --format json` output.
 pub fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out)
