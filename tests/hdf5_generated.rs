@@ -275,3 +275,28 @@ fn info_lists_datasets_and_plans() {
         "{e}"
     );
 }
+
+#[test]
+fn big_chunks_of_small_integers_do_not_overflow() {
+    // One chunk (= one merge-tree leaf) of 40,000 rows × 16 columns of u16 at its maximum:
+    // 40,000 × 65535 overflows the kernel's i32 lanes unless they fold into i64 in time.
+    let dir = tmpdir();
+    let h = dir.path().join("u16.h5");
+    let rows = 40_000usize;
+    let a = ndarray::Array2::<u16>::from_elem((rows, 16), u16::MAX);
+    {
+        let f = hdf5::File::create(&h).unwrap();
+        f.new_dataset_builder()
+            .with_data(&a)
+            .chunk((rows, 16))
+            .deflate(1)
+            .create("x")
+            .unwrap();
+    }
+    let j = run(&h, &[]);
+    assert_eq!(
+        j["stats"]["sum"][0].to_string(),
+        (65535u64 * rows as u64).to_string()
+    );
+    assert_eq!(num(&j["stats"]["var"][0]), 0.0);
+}

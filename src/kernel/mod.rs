@@ -615,11 +615,28 @@ fn i1_sweep<L: IntLoad, const M: usize, const MM: bool>(
     *a = st;
 }
 
+/// Most row groups summed in i32 lanes before folding into i64: 32768 × 65535 < 2^31.
+const SMALL_RUN: usize = 1 << 15;
+
 /// Pass 1 for types of at most 2 bytes: i32 lanes (twice as many per vector, and AVX2 has
-/// i32 min/max), folded into the i64 lane state after each run. A run covers at most a leaf
-/// (16384 rows), so an i32 sum of 16-bit values cannot overflow.
+/// i32 min/max), folded into the i64 lane state every [`SMALL_RUN`] groups so 16-bit sums
+/// cannot overflow, whatever the leaf (an HDF5 chunk) holds.
 #[inline(always)]
 fn i1_sweep_small<L: IntLoad, const M: usize, const MM: bool>(
+    data: &[u8],
+    (off0, step, count): (usize, usize, usize),
+    a: &mut I1<M>,
+) {
+    let mut g0 = 0;
+    while g0 < count {
+        let n = SMALL_RUN.min(count - g0);
+        i1_sweep_small_run::<L, M, MM>(data, (off0 + g0 * step, step, n), a);
+        g0 += n;
+    }
+}
+
+#[inline(always)]
+fn i1_sweep_small_run<L: IntLoad, const M: usize, const MM: bool>(
     data: &[u8],
     (off0, step, count): (usize, usize, usize),
     a: &mut I1<M>,
