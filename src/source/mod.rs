@@ -6,7 +6,6 @@ pub mod hdf5;
 pub mod npy;
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use dtype::{ByteOrder, DType, Kind};
@@ -237,59 +236,31 @@ pub struct Source {
 
 /// Opens `path`, recognising the format by its first bytes, and reads the array's metadata.
 pub fn open(path: &Path, dataset: Option<&str>) -> Result<Source> {
-    // Look before opening: opening a FIFO with no writer would block forever.
-    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if md.is_dir() {
-        return Err(Error::format(path, "is a directory"));
-    }
-    if !md.is_file() {
-        return Err(Error::format(
-            path,
-            "not a regular file (colstats memory-maps its input)",
-        ));
-    }
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let md = file.metadata().map_err(|e| Error::io(path, e))?;
-    let len = md.len();
-    if len == 0 {
-        return Err(Error::format(path, "empty file"));
-    }
-    let mut head = Vec::with_capacity(4096);
-    (&mut file)
-        .take(4096)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::io(path, e))?;
-    if head.starts_with(npy::MAGIC) {
-        if dataset.is_some() {
-            return Err(Error::request(path, "--dataset applies only to HDF5 files"));
-        }
-        let need = header_extent(&head);
-        if need > head.len() && (need as u64) <= len {
-            head.clear();
-            let mut f = &file;
-            use std::io::Seek;
-            f.seek(std::io::SeekFrom::Start(0))
-                .map_err(|e| Error::io(path, e))?;
-            f.take(need as u64)
-                .read_to_end(&mut head)
-                .map_err(|e| Error::io(path, e))?;
-        }
-        let meta = npy::parse(path, &head, len)?;
-        return Ok(Source {
-            meta,
-            format: Format::Npy,
-            dataset: None,
-            storage: Storage::Mapped,
-            file,
-        });
-    }
-    if head.starts_with(HDF5_MAGIC) || is_hdf5_after_userblock(&file, len) {
+    use std::os::unix::fs::FileExt;
+    let (file, len, format) = recognise(path)?;
+    if format == Format::Hdf5 {
         return open_hdf5(path, file, len, dataset);
     }
-    Err(Error::format(
-        path,
-        "not a .npy or HDF5 file (unrecognised signature)",
-    ))
+    if dataset.is_some() {
+        return Err(Error::request(path, "--dataset applies only to HDF5 files"));
+    }
+    let mut head = vec![0u8; len.min(4096) as usize];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| Error::io(path, e))?;
+    let need = header_extent(&head);
+    if need > head.len() && (need as u64) <= len {
+        head.resize(need, 0);
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io(path, e))?;
+    }
+    let meta = npy::parse(path, &head, len)?;
+    Ok(Source {
+        meta,
+        format: Format::Npy,
+        dataset: None,
+        storage: Storage::Mapped,
+        file,
+    })
 }
 
 #[cfg(feature = "hdf5")]
@@ -326,29 +297,40 @@ fn open_hdf5(path: &Path, _file: File, _len: u64, _dataset: Option<&str>) -> Res
 
 /// Recognises a file's format by its signature, without parsing it.
 pub fn sniff(path: &Path) -> Result<Format> {
+    recognise(path).map(|(_, _, format)| format)
+}
+
+/// Opens a regular file and recognises its format: the open file, its length, the format.
+fn recognise(path: &Path) -> Result<(File, u64, Format)> {
+    use std::os::unix::fs::FileExt;
+    // Look before opening: opening a FIFO with no writer would block forever.
     let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if md.is_dir() {
         return Err(Error::format(path, "is a directory"));
     }
     if !md.is_file() {
-        return Err(Error::format(path, "not a regular file"));
+        return Err(Error::format(
+            path,
+            "not a regular file (colstats memory-maps its input)",
+        ));
     }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut head = [0u8; 8];
-    use std::os::unix::fs::FileExt;
     let n = file.read_at(&mut head, 0).map_err(|e| Error::io(path, e))?;
-    if head[..n].starts_with(npy::MAGIC) {
-        Ok(Format::Npy)
-    } else if &head[..n] == HDF5_MAGIC || is_hdf5_after_userblock(&file, md.len()) {
-        Ok(Format::Hdf5)
-    } else if md.len() == 0 {
-        Err(Error::format(path, "empty file"))
+    let format = if head[..n].starts_with(npy::MAGIC) {
+        Format::Npy
+    } else if &head[..n] == HDF5_MAGIC || is_hdf5_after_userblock(&file, len) {
+        Format::Hdf5
+    } else if len == 0 {
+        return Err(Error::format(path, "empty file"));
     } else {
-        Err(Error::format(
+        return Err(Error::format(
             path,
             "not a .npy or HDF5 file (unrecognised signature)",
-        ))
-    }
+        ));
+    };
+    Ok((file, len, format))
 }
 
 /// The number of bytes the `.npy` header claims (preamble included), or 0 if unknown.
