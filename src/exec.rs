@@ -169,9 +169,8 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
             }
             drop(st);
             cv.notify_all();
-            let d = done_bytes.fetch_add(block_bytes(block, itemsize), Ordering::SeqCst)
-                + block_bytes(block, itemsize);
-            progress(d);
+            let bytes = block_bytes(block, itemsize);
+            progress(done_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes);
         }
     };
     pool.scope(|s| {

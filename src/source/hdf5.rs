@@ -878,23 +878,9 @@ fn unshuffle<const S: usize>(src: &[u8], dst: &mut [u8], n: usize) {
 }
 
 /// Undoes the filter pipeline on one stored chunk; `out` receives `expect` bytes.
-pub fn decode_chunk(
-    filters: &[Filter],
-    mask: u32,
-    itemsize: usize,
-    raw: &[u8],
-    expect: usize,
-    scratch: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> std::result::Result<(), String> {
-    decode_chunk_with(
-        filters, mask, itemsize, raw, expect, scratch, out, &mut None,
-    )
-}
-
-/// [`decode_chunk`] with a reusable inflate state.
+/// `inflater` keeps the inflate state between chunks.
 #[allow(clippy::too_many_arguments)]
-pub fn decode_chunk_with(
+pub fn decode_chunk(
     filters: &[Filter],
     mask: u32,
     itemsize: usize,
@@ -1062,7 +1048,7 @@ pub fn read_chunk_rows(
                 sc.raw.resize(loc.size as usize, 0);
                 file.read_exact_at(&mut sc.raw, loc.addr)
                     .map_err(|e| Error::io(path, e))?;
-                decode_chunk_with(
+                decode_chunk(
                     &ch.filters,
                     loc.mask,
                     itemsize,
