@@ -16,29 +16,19 @@ fn run(path: &Path, extra: &[&str]) -> serde_json::Value {
 /// Asserts two stats objects agree: counts, min, max exactly; sums and means to a few ulps;
 /// variances to 1e-12 relative (leaf sizes differ between layouts).
 fn assert_close(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
-    let (sa, sb) = (&a["stats"], &b["stats"]);
-    for stat in ["count", "nan_count", "min", "max"] {
-        assert_eq!(sa[stat], sb[stat], "{what}: {stat}");
-    }
-    for (stat, tol) in [
-        ("sum", 1e-15),
-        ("mean", 1e-15),
-        ("var", 1e-12),
-        ("std", 1e-12),
-    ] {
-        for (x, y) in sa[stat]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(sb[stat].as_array().unwrap())
-        {
-            let (x, y) = (num(x), num(y));
-            assert!(
-                (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol * y.abs(),
-                "{what}: {stat} {x} vs {y}"
-            );
-        }
-    }
+    let bad = stats_mismatches(
+        a,
+        b,
+        &["count", "nan_count", "min", "max"],
+        &[
+            ("sum", 1e-15),
+            ("mean", 1e-15),
+            ("var", 1e-12),
+            ("std", 1e-12),
+        ],
+        what,
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
 fn data2(rows: usize, cols: usize, seed: u64) -> Array2<f64> {

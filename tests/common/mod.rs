@@ -158,6 +158,34 @@ pub fn stats_json(path: &Path, extra: &[&str]) -> serde_json::Value {
     json(&out.stdout)
 }
 
+/// How the stats of two JSON outputs differ: each of `exact` must be equal, each
+/// `(stat, tol)` equal to `tol` relative (NaN matches NaN). Empty when they agree.
+pub fn stats_mismatches(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    exact: &[&str],
+    approx: &[(&str, f64)],
+    what: &str,
+) -> Vec<String> {
+    let (sa, sb) = (&a["stats"], &b["stats"]);
+    let mut bad = Vec::new();
+    for stat in exact {
+        if sa[stat] != sb[stat] {
+            bad.push(format!("{what}: {stat} {} vs {}", sa[stat], sb[stat]));
+        }
+    }
+    for &(stat, tol) in approx {
+        let (xs, ys) = (sa[stat].as_array().unwrap(), sb[stat].as_array().unwrap());
+        for (x, y) in xs.iter().zip(ys) {
+            let (x, y) = (num(x), num(y));
+            if !((x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol * y.abs()) {
+                bad.push(format!("{what}: {stat} {x} vs {y}"));
+            }
+        }
+    }
+    bad
+}
+
 /// Parses `colstats --format json` output.
 pub fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out)
