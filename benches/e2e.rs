@@ -30,8 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use data_gen::{DType, Dist, Order, Spec};
-use memmap2::MmapOptions;
 use rayon::prelude::*;
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{best, mapped_sum, sum_bytes, BLOCK};
 
 // ---------------------------------------------------------------- the measuring shim
 
@@ -143,18 +146,6 @@ fn measured(cmd: &[String], cgroup: Option<&Path>, timeout: u64) -> Run {
 
 // ---------------------------------------------------------------- machine limits
 
-const BLOCK: u64 = 64 << 20;
-
-fn sum_bytes(b: &[u8]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    for c in b.chunks_exact(64) {
-        for (a, x) in acc.iter_mut().zip(c.chunks_exact(8)) {
-            *a += f64::from_le_bytes(x.try_into().unwrap());
-        }
-    }
-    acc.iter().sum()
-}
-
 /// Warm limit: best of per-block populated maps + sum, and pread into reused buffers + sum.
 fn warm_limit(path: &Path, repeats: usize) -> f64 {
     let f = File::open(path).unwrap();
@@ -162,13 +153,7 @@ fn warm_limit(path: &Path, repeats: usize) -> f64 {
     let sink = AtomicU64::new(0);
     let blocks: Vec<u64> = (0..len.div_ceil(BLOCK)).collect();
     let mapped = || {
-        blocks.par_iter().for_each(|&b| {
-            let off = b * BLOCK;
-            let n = BLOCK.min(len - off) as usize;
-            // SAFETY: read-only map of a file nobody truncates during the benchmark.
-            let m = unsafe { MmapOptions::new().offset(off).len(n).populate().map(&f) }.unwrap();
-            sink.fetch_add(sum_bytes(&m).to_bits() & 1, Ordering::Relaxed);
-        })
+        sink.fetch_add(mapped_sum(&f, len), Ordering::Relaxed);
     };
     let pread = || {
         blocks.par_iter().for_each_init(
@@ -182,16 +167,7 @@ fn warm_limit(path: &Path, repeats: usize) -> f64 {
         )
     };
     mapped(); // warm the cache
-    let best = |g: &dyn Fn()| {
-        (0..repeats)
-            .map(|_| {
-                let t = Instant::now();
-                g();
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
-    let t = best(&mapped).min(best(&pread));
+    let t = best(repeats, mapped).min(best(repeats, pread));
     len as f64 / t / 1e9
 }
 

@@ -12,47 +12,20 @@
 //! on this machine class), with nothing else. The file should be in the page cache (the bench
 //! reads it once first). Figures are GB/s of file bytes, best of REPEATS.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use memmap2::MmapOptions;
-use rayon::prelude::*;
+use support::{best, mapped_sum};
 
-fn plain_read(file: &File, len: u64, threads: usize) -> f64 {
-    const BLOCK: u64 = 64 << 20;
+/// The warm limit: all of `threads` summing the file through per-block maps.
+fn plain_read(file: &File, len: u64, threads: usize) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
-    let sink = AtomicU64::new(0);
-    pool.install(|| {
-        (0..len.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
-            let off = b * BLOCK;
-            let n = BLOCK.min(len - off) as usize;
-            // SAFETY: read-only map of a file nobody truncates during the bench.
-            let map =
-                unsafe { MmapOptions::new().offset(off).len(n).populate().map(file) }.unwrap();
-            let mut acc = [0.0f64; 8];
-            for c in map.chunks_exact(64) {
-                for (a, x) in acc.iter_mut().zip(c.chunks_exact(8)) {
-                    *a += f64::from_le_bytes(x.try_into().unwrap());
-                }
-            }
-            sink.fetch_add(acc.iter().sum::<f64>().to_bits() & 1, Ordering::Relaxed);
-        })
-    });
-    sink.load(Ordering::Relaxed) as f64
-}
-
-fn best(repeats: usize, mut f: impl FnMut()) -> f64 {
-    (0..repeats)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+    pool.install(|| mapped_sum(file, len));
 }
 
 fn main() {
