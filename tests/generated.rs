@@ -486,3 +486,65 @@ fn small_integer_lanes_do_not_overflow() {
         }
     }
 }
+
+#[test]
+fn one_pass_tiles_and_every_fallback_are_exact() {
+    // Each column drives the kernel's one-pass tile path or one of its fallbacks to the
+    // two-pass path, in some leaves and not others; all must give the exact answers, in both
+    // orders, for any thread count and block size, and min/max alone must agree.
+    let (rows, cols) = (20_011, 6);
+    let mut rng = Rng(99);
+    let mut m = vec![0i64; rows * cols];
+    let mut nan = vec![false; rows * cols];
+    for r in 0..rows {
+        let noise = rng.range(-(1 << 20), 1 << 20);
+        let row = &mut m[r * cols..(r + 1) * cols];
+        row[0] = rng.range(-(1 << 30), 1 << 30); // plain: one pass
+        row[1] = (1 << 50) + noise; // ~1e9 + U(-1, 1): one pass, shifted exactly
+                                    // An outlier opening every leaf: M2 from the first row would cancel; two passes.
+        row[2] = if r % 256 == 0 { 1 << 45 } else { noise };
+        row[3] = noise; // one NaN: that leaf takes two passes, the others one
+        row[4] = 12_345; // constant: M2 exactly 0
+                         // Huge values that cancel: the sum needs its compensation.
+        row[5] = if r % 2 == 0 {
+            1 << 46
+        } else {
+            -(1 << 46) + noise
+        };
+    }
+    nan[5_000 * cols + 3] = true;
+    let d = Dyadic {
+        rows,
+        cols,
+        m,
+        scale_bits: 20,
+        offset: 0,
+        nan,
+    };
+    let dir = tmpdir();
+    let all: Vec<usize> = (0..cols).collect();
+    for fortran in [false, true] {
+        let p = dir.path().join(format!("p{fortran}.npy"));
+        write_npy(
+            &p,
+            "<f8",
+            fortran,
+            &[rows as u64, cols as u64],
+            &d.bytes(fortran),
+        );
+        let base = run_json(&p, &["--threads", "1"]);
+        check_exact(&d, &base, &all, 0..rows);
+        assert_eq!(base["stats"]["var"][4], 0.0);
+        for extra in [
+            &["--threads", "2"][..],
+            &["--threads", "2", "--block-limit", "1"][..],
+            &["--threads", "2", "--io", "read", "--block-limit", "100KiB"][..],
+        ] {
+            assert_eq!(run_json(&p, extra), base, "fortran={fortran} {extra:?}");
+        }
+        let mm = run_json(&p, &["--stats", "count,min,max"]);
+        for s in ["count", "min", "max"] {
+            assert_eq!(mm["stats"][s], base["stats"][s], "fortran={fortran} {s}");
+        }
+    }
+}

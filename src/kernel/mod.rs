@@ -136,6 +136,8 @@ pub struct Need {
 const TILE_ELEMS: usize = 1 << 16;
 /// Lanes processed together: one or two vector registers' worth.
 const N: usize = 8;
+/// Narrow rows are grouped so lanes come in multiples of this (the widest sweep).
+const LANES: usize = 16;
 
 /// The geometry of a block's elements.
 #[derive(Clone, Copy, Debug)]
@@ -166,11 +168,18 @@ pub fn reduce(data: &[u8], dtype: DType, shape: Shape, need: Need, shift: &Shift
     };
     assert!(data.len() >= need_len, "block data shorter than its shape");
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { reduce_avx2(data, dtype, shape, need, shift) };
+    {
+        use std::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { reduce_avx512(data, dtype, shape, need, shift) };
+        }
+        if has!("avx2") && has!("fma") {
+            // SAFETY: as above.
+            return unsafe { reduce_avx2(data, dtype, shape, need, shift) };
+        }
     }
-    reduce_any(data, dtype, shape, need, shift)
+    reduce_any::<8>(data, dtype, shape, need, shift)
 }
 
 /// The kernels compiled for AVX2: 4 f64 lanes per instruction instead of 2. Floating-point
@@ -184,14 +193,36 @@ unsafe fn reduce_avx2(
     need: Need,
     shift: &Shift,
 ) -> Vec<Acc> {
-    reduce_any(data, dtype, shape, need, shift)
+    reduce_any::<8>(data, dtype, shape, need, shift)
 }
 
+/// The kernels compiled for AVX-512: the single-pass float sweep takes 16 lanes (two
+/// registers) at a time. Results are the same bits as the other builds: lanes and their order
+/// do not depend on the instruction set, only how many are swept together.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn reduce_avx512(
+    data: &[u8],
+    dtype: DType,
+    shape: Shape,
+    need: Need,
+    shift: &Shift,
+) -> Vec<Acc> {
+    reduce_any::<16>(data, dtype, shape, need, shift)
+}
+
+/// `R`: lanes the single-pass float sweep keeps in registers (8 or 16).
 #[inline(always)]
-fn reduce_any(data: &[u8], dtype: DType, shape: Shape, need: Need, shift: &Shift) -> Vec<Acc> {
+fn reduce_any<const R: usize>(
+    data: &[u8],
+    dtype: DType,
+    shape: Shape,
+    need: Need,
+    shift: &Shift,
+) -> Vec<Acc> {
     dispatch!(
         dtype,
-        |F| run_f::<F>(data, shape, need, &shift.float),
+        |F| run_f::<F, R>(data, shape, need, &shift.float),
         |I| run_i::<I>(data, shape, need, &shift.int)
     )
 }
@@ -232,15 +263,12 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 /// How a leaf's columns are visited: column tiles of `tw` columns and `k` rows per lane
-/// group; narrow contiguous rows are grouped so the lane count is a multiple of `N`.
+/// group; narrow contiguous rows are grouped so the lane count is a multiple of [`LANES`].
+/// The lanes (and so every rounding) are the same whatever instruction set runs them.
 fn tiling(shape: Shape) -> (usize, usize) {
     let w = shape.width.max(1);
-    if shape.width == shape.stride && w < 2 * N {
-        let mut k = N / gcd(w, N);
-        while w * k < 2 * N {
-            k *= 2;
-        }
-        (w, k)
+    if shape.width == shape.stride && w < LANES {
+        (w, LANES / gcd(w, LANES))
     } else {
         let tile = (TILE_ELEMS / shape.leaf_rows.max(1)).clamp(2 * N, 1024);
         (tile.min(w), 1)
@@ -261,23 +289,22 @@ struct Tile {
 type Run = (usize, usize, usize, usize, usize);
 
 impl Tile {
-    /// The runs of lanes over the lane groups (`N` lanes at a time, then single lanes), then
+    /// The runs of lanes over the lane groups (`widths[0]` lanes at a time, then the next
+    /// width, ..., then single lanes), then
     /// over the leftover rows, collected into `out` (no closures: the hot loops must inline
     /// into the target-feature entry point).
-    fn runs(&self, shape: Shape, size: usize, width: usize, out: &mut Vec<Run>) {
+    fn runs(&self, shape: Shape, size: usize, widths: &[usize], out: &mut Vec<Run>) {
         out.clear();
         let groups = self.rows / self.k;
         let l = self.w * self.k;
         let base = |r: usize| (r * shape.stride + self.c0) * size;
         let mut push = |lanes: usize, off0: usize, step: usize, count: usize| {
             let mut j = 0;
-            while j + width <= lanes {
-                out.push((j, width, off0 + j * size, step, count));
-                j += width;
-            }
-            while j < lanes {
-                out.push((j, 1, off0 + j * size, step, count));
-                j += 1;
+            for &width in widths.iter().chain(&[1]) {
+                while j + width <= lanes {
+                    out.push((j, width, off0 + j * size, step, count));
+                    j += width;
+                }
             }
         };
         if groups > 0 {
@@ -389,7 +416,12 @@ fn store<const M: usize, T: Copy>(v: &mut [T], j: usize, x: &[T; M]) {
 }
 
 #[inline(always)]
-fn run_f<L: FloatLoad>(data: &[u8], shape: Shape, need: Need, shift: &[f64]) -> Vec<Acc> {
+fn run_f<L: FloatLoad, const R: usize>(
+    data: &[u8],
+    shape: Shape,
+    need: Need,
+    shift: &[f64],
+) -> Vec<Acc> {
     assert_eq!(shift.len(), shape.width, "one shift per column");
     let (tw, k) = tiling(shape);
     let mut lanes = Lanes::new(tw * k, 0.0f64);
@@ -406,7 +438,7 @@ fn run_f<L: FloatLoad>(data: &[u8], shape: Shape, need: Need, shift: &[f64]) -> 
         while c0 < shape.width {
             let w = tw.min(shape.width - c0);
             let t = Tile { r0, rows, c0, w, k };
-            float_tile::<L>(
+            float_tile::<L, R>(
                 data,
                 shape,
                 t,
@@ -445,8 +477,166 @@ fn f1_dispatch<L: FloatLoad, const M: usize>(
     }
 }
 
+/// Single-pass float accumulators for `M` lanes: compensated sums, min, max and squared
+/// deviations from the lane's reference value `k`.
+#[derive(Clone, Copy)]
+struct Fast<const M: usize> {
+    s: [f64; M],
+    c: [f64; M],
+    lo: [f64; M],
+    hi: [f64; M],
+    q: [f64; M],
+}
+
+/// The single-pass sweep: no NaN masks or counts; a NaN or infinity poisons the sums, which
+/// sends the tile to the two-pass path. Without `MO` (moments) the plain sum only detects
+/// them.
 #[inline(always)]
-fn float_tile<L: FloatLoad>(
+fn fast_sweep<L: FloatLoad, const M: usize, const MO: bool>(
+    data: &[u8],
+    (off0, step, count): (usize, usize, usize),
+    k: &[f64; M],
+    a: &mut Fast<M>,
+) {
+    let mut st = *a;
+    for g in 0..count {
+        let off = off0 + g * step;
+        let e = &data[off..off + M * L::SIZE];
+        for i in 0..M {
+            let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]);
+            let t = st.s[i] + x;
+            if MO {
+                let bb = t - st.s[i];
+                st.c[i] += (st.s[i] - (t - bb)) + (x - bb);
+            }
+            st.s[i] = t;
+            st.lo[i] = if x < st.lo[i] { x } else { st.lo[i] };
+            st.hi[i] = if x > st.hi[i] { x } else { st.hi[i] };
+            if MO {
+                let d = x - k[i];
+                st.q[i] += d * d;
+            }
+        }
+    }
+    *a = st;
+}
+
+/// `h + l - n * k`, rounded once (`(h, l)` a double-double sum, `n * k` formed exactly).
+#[inline(always)]
+fn dd_minus(h: f64, l: f64, n: f64, k: f64) -> f64 {
+    let p = n * k;
+    let pe = n.mul_add(k, -p);
+    let (s, e) = two_sum(h, -p);
+    s + ((e + l) - pe)
+}
+
+/// Largest accepted ratio of the squared deviations from the reference value to M2: beyond
+/// it the single-pass M2 would lose more than a few bits to cancellation.
+const MAX_CANCEL: f64 = 16.0;
+
+/// Reduces a tile in one pass, taking the tile's first row as each column's reference value
+/// (`MO`: moments too, else counts, min and max). Returns false (leaving `out` to be overwritten) when the tile
+/// holds a NaN or infinity, its sums overflow, or a column's first value is so far from its
+/// mean that the one-pass M2 would lose accuracy.
+#[inline(always)]
+fn fast_tile<L: FloatLoad, const R: usize, const MO: bool>(
+    data: &[u8],
+    shape: Shape,
+    t: Tile,
+    (lanes, refs): (&mut Lanes<f64>, &mut Vec<f64>),
+    shift: &[f64],
+    out: &mut [Acc],
+) -> bool {
+    let (w, l) = (t.w, t.w * t.k);
+    let first = (t.r0 * shape.stride + t.c0) * L::SIZE;
+    for (j, r) in refs[..l].iter_mut().enumerate() {
+        let o = first + (j % w) * L::SIZE;
+        *r = L::dec(&data[o..o + L::SIZE]);
+    }
+    lanes.a[..l].fill(0.0);
+    lanes.b[..l].fill(0.0);
+    lanes.c[..l].fill(0.0);
+    lanes.d[..l].fill(f64::INFINITY);
+    lanes.e[..l].fill(f64::NEG_INFINITY);
+    let mut runs = Vec::new();
+    t.runs(shape, L::SIZE, &[R, 4], &mut runs);
+    for &(j, m, off, step, count) in &runs {
+        macro_rules! sweep {
+            ($m:expr) => {{
+                let mut a = Fast::<{ $m }> {
+                    s: load(&lanes.a, j),
+                    c: load(&lanes.b, j),
+                    q: load(&lanes.c, j),
+                    lo: load(&lanes.d, j),
+                    hi: load(&lanes.e, j),
+                };
+                let k: [f64; $m] = load(refs, j);
+                fast_sweep::<L, { $m }, MO>(data, (off, step, count), &k, &mut a);
+                store(&mut lanes.a, j, &a.s);
+                store(&mut lanes.b, j, &a.c);
+                store(&mut lanes.c, j, &a.q);
+                store(&mut lanes.d, j, &a.lo);
+                store(&mut lanes.e, j, &a.hi);
+            }};
+        }
+        if m == R {
+            sweep!(R)
+        } else if m == 4 {
+            sweep!(4)
+        } else {
+            sweep!(1)
+        }
+    }
+    let n = t.rows as u64;
+    let nf = n as f64;
+    for (c, o) in out.iter_mut().enumerate() {
+        let (mut h, mut lo_part, mut q) = (0.0f64, 0.0f64, 0.0f64);
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for j in (c..l).step_by(w) {
+            let (s, e) = two_sum(h, lanes.a[j]);
+            h = s;
+            lo_part += e + lanes.b[j];
+            q += lanes.c[j];
+            lo = lo.min(lanes.d[j]);
+            hi = hi.max(lanes.e[j]);
+        }
+        if !(h.is_finite() && lo_part.is_finite() && q.is_finite()) {
+            return false;
+        }
+        if !MO {
+            *o = Acc {
+                n,
+                nan: 0,
+                min: lo,
+                max: hi,
+                ..Acc::EMPTY
+            };
+            continue;
+        }
+        let (h, l) = two_sum(h, lo_part);
+        // Sum of deviations from the reference value, from the exact-to-f64 sum.
+        let d = dd_minus(h, l, nf, refs[c]);
+        let m2 = q - d * (d / nf);
+        if m2 * MAX_CANCEL < q {
+            return false;
+        }
+        *o = Acc {
+            n,
+            nan: 0,
+            mean: dd_minus(h, l, nf, shift[c]) / nf,
+            m2: m2.max(0.0),
+            sum_hi: h,
+            sum_lo: l,
+            min: lo,
+            max: hi,
+            ..Acc::EMPTY
+        };
+    }
+    true
+}
+
+#[inline(always)]
+fn float_tile<L: FloatLoad, const R: usize>(
     data: &[u8],
     shape: Shape,
     t: Tile,
@@ -455,6 +645,14 @@ fn float_tile<L: FloatLoad>(
     shift: &[f64],
     out: &mut [Acc],
 ) {
+    let fast = match (need.moments, need.minmax) {
+        (true, _) => fast_tile::<L, R, true>(data, shape, t, (lanes, centres), shift, out),
+        (false, true) => fast_tile::<L, R, false>(data, shape, t, (lanes, centres), shift, out),
+        (false, false) => false,
+    };
+    if fast {
+        return;
+    }
     let (w, l) = (t.w, t.w * t.k);
     // Pass 1: counts, compensated sums, min, max.
     lanes.a[..l].fill(0.0); // counts
@@ -464,7 +662,7 @@ fn float_tile<L: FloatLoad>(
     lanes.e[..l].fill(f64::NEG_INFINITY);
     // Pass 1 keeps five accumulators per lane: four lanes at a time fit the registers.
     let mut runs = Vec::new();
-    t.runs(shape, L::SIZE, N / 2, &mut runs);
+    t.runs(shape, L::SIZE, &[N / 2], &mut runs);
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
@@ -529,7 +727,7 @@ fn float_tile<L: FloatLoad>(
     // Pass 2: deviations from each column's centre (the leaf is still in cache).
     lanes.a[..l].fill(0.0);
     lanes.b[..l].fill(0.0);
-    t.runs(shape, L::SIZE, N, &mut runs);
+    t.runs(shape, L::SIZE, &[N], &mut runs);
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
@@ -766,7 +964,7 @@ fn int_tile<L: IntLoad>(
     // Pass 1 on i32 lanes (types of at most 2 bytes) takes 16 lanes at a time.
     let mut runs = Vec::new();
     let width = if L::SIZE <= 2 { 2 * N } else { N };
-    t.runs(shape, L::SIZE, width, &mut runs);
+    t.runs(shape, L::SIZE, &[width], &mut runs);
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
@@ -839,7 +1037,7 @@ fn int_tile<L: IntLoad>(
     // Pass 2: exact integer deviations from the centre, accumulated in f64.
     fl.a[..l].fill(0.0);
     fl.b[..l].fill(0.0);
-    t.runs(shape, L::SIZE, N, &mut runs);
+    t.runs(shape, L::SIZE, &[N], &mut runs);
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
@@ -867,5 +1065,142 @@ fn int_tile<L: IntLoad>(
         let rel = (centres[c] as i128 - shift[c] as i128) as f64;
         o.mean = rel + sd / nf;
         o.m2 = (sq - sd * (sd / nf)).max(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the one-pass path on one leaf of `rows` rows of `w` f64 columns.
+    fn one_pass(vals: &[f64], w: usize) -> Option<Vec<Acc>> {
+        let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let rows = vals.len() / w;
+        let shape = Shape {
+            rows,
+            width: w,
+            stride: w,
+            leaf_rows: rows,
+        };
+        let (tw, k) = tiling(shape);
+        assert_eq!(tw, w);
+        let t = Tile {
+            r0: 0,
+            rows,
+            c0: 0,
+            w,
+            k,
+        };
+        let mut lanes = Lanes::new(w * k, 0.0);
+        let mut refs = vec![0.0; w * k];
+        let mut out = vec![Acc::EMPTY; w];
+        let shift = vec![0.0; w];
+        fast_tile::<F64Le, 8, true>(&data, shape, t, (&mut lanes, &mut refs), &shift, &mut out)
+            .then_some(out)
+    }
+
+    fn column(n: usize, f: impl Fn(usize) -> f64) -> Vec<f64> {
+        (0..n).map(f).collect()
+    }
+
+    #[test]
+    fn one_pass_declines_what_it_cannot_do_exactly() {
+        let noise = |i: usize| ((i * 7919) % 1000) as f64 * 0.001;
+        let plain = one_pass(&column(4096, |i| 1e9 + noise(i)), 1).expect("plain data");
+        let two = reduce(
+            &column(4096, |i| 1e9 + noise(i))
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+            DType::new(
+                crate::source::Kind::Float,
+                8,
+                crate::source::ByteOrder::Little,
+            )
+            .unwrap(),
+            Shape {
+                rows: 4096,
+                width: 1,
+                stride: 1,
+                leaf_rows: 4096,
+            },
+            Need {
+                moments: true,
+                minmax: true,
+            },
+            &Shift {
+                float: vec![0.0],
+                int: vec![],
+            },
+        );
+        assert_eq!(plain[0].n, 4096);
+        assert!((plain[0].m2 - two[0].m2).abs() <= 1e-12 * two[0].m2);
+        assert_eq!(plain[0].sum(), two[0].sum());
+        let mut v = column(4096, noise);
+        v[100] = f64::NAN;
+        assert!(one_pass(&v, 1).is_none(), "NaN");
+        v[100] = f64::INFINITY;
+        assert!(one_pass(&v, 1).is_none(), "infinity");
+        v[100] = 1e300;
+        v[101] = 1e300;
+        assert!(one_pass(&v, 1).is_none(), "overflowing sum");
+        let mut v = column(4096, noise);
+        v[0] = 1e6;
+        assert!(one_pass(&v, 1).is_none(), "first value far from the mean");
+        v[0] = 0.5;
+        assert!(one_pass(&v, 1).is_some());
+        // Three columns grouped into 48 lanes: only the bad column decides.
+        let mut v = column(3 * 4096, noise);
+        v[3 * 50 + 2] = f64::NAN;
+        assert!(one_pass(&v, 3).is_none());
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let mut z = 7u64;
+        let vals: Vec<f64> = (0..3 * 5000)
+            .map(|i| {
+                z = z
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let v = (z >> 11) as f64 / (1u64 << 53) as f64 * 1e3 + 1e6;
+                if i == 7777 {
+                    f64::NAN
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let dt = DType::new(
+            crate::source::Kind::Float,
+            8,
+            crate::source::ByteOrder::Little,
+        );
+        let dt = dt.unwrap();
+        let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let need = Need {
+            moments: true,
+            minmax: true,
+        };
+        for (rows, width) in [(15000, 1), (5000, 3), (1000, 15), (750, 20)] {
+            let shape = Shape {
+                rows,
+                width,
+                stride: width,
+                leaf_rows: 256,
+            };
+            let shift = decode_shift(&data, dt, width, 8);
+            let best = reduce(&data, dt, shape, need, &shift);
+            let base = reduce_any::<8>(&data, dt, shape, need, &shift);
+            let wide = reduce_any::<16>(&data, dt, shape, need, &shift);
+            for (a, b) in [(&best, &base), (&best, &wide)] {
+                for (x, y) in a.iter().zip(b.iter()) {
+                    assert_eq!(x.sum_hi.to_bits(), y.sum_hi.to_bits(), "{rows}x{width}");
+                    assert_eq!(x.m2.to_bits(), y.m2.to_bits(), "{rows}x{width}");
+                    assert_eq!(x.mean.to_bits(), y.mean.to_bits(), "{rows}x{width}");
+                    assert_eq!((x.n, x.min, x.max), (y.n, y.min, y.max));
+                }
+            }
+        }
     }
 }

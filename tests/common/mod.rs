@@ -119,7 +119,9 @@ impl Dyadic {
         let num = n * self.offset as i128 * (1i128 << self.scale_bits) + s1;
         let sum = num as f64 / scale;
         let mean = num as f64 / (n as f64 * scale);
-        let var_num = n * s2 - s1 * s1; // n^2 * scale^2 * var
+        // n^2 * scale^2 * var. The products may pass i128 for large offsets, but the result
+        // fits, and wrapping arithmetic is exact modulo 2^128.
+        let var_num = n.wrapping_mul(s2).wrapping_sub(s1.wrapping_mul(s1));
         let var = var_num as f64 / (n as f64 * n as f64 * scale * scale);
         (n as u64, sum, mean, var)
     }
