@@ -461,6 +461,7 @@ fn small_integer_lanes_do_not_overflow() {
         ("<i2", -32768, 1),
         (">u2", 65535, 3),
         ("|u1", 255, 64),
+        ("|i1", -128, 3),
     ] {
         let rows = 100_003usize;
         let mut bytes = Vec::new();
@@ -469,7 +470,7 @@ fn small_integer_lanes_do_not_overflow() {
                 "<u2" => bytes.extend_from_slice(&(val as u16).to_le_bytes()),
                 ">u2" => bytes.extend_from_slice(&(val as u16).to_be_bytes()),
                 "<i2" => bytes.extend_from_slice(&(val as i16).to_le_bytes()),
-                _ => bytes.push(val as u8),
+                _ => bytes.push(val as i8 as u8),
             }
         }
         let p = dir.path().join("s.npy");
@@ -485,6 +486,19 @@ fn small_integer_lanes_do_not_overflow() {
             assert_eq!(num(&j["stats"]["mean"][c]), val as f64, "{descr}");
         }
     }
+    // Bytes 0 and 255 alternating: squares reach 255^2 in 16-bit lanes; var is 127.5^2.
+    let rows = 200_000usize;
+    let bytes: Vec<u8> = (0..rows)
+        .map(|r| if r % 2 == 0 { 0 } else { 255 })
+        .collect();
+    let p = dir.path().join("b.npy");
+    write_npy(&p, "|u1", false, &[rows as u64], &bytes);
+    let j = run_json(&p, &[]);
+    assert_eq!(num(&j["stats"]["var"][0]), 127.5 * 127.5);
+    assert_eq!(
+        j["stats"]["sum"][0].to_string(),
+        (255 * rows / 2).to_string()
+    );
 }
 
 #[test]

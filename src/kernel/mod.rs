@@ -133,7 +133,7 @@ pub struct Need {
 }
 
 /// Elements of a leaf's column tile, so the second pass over it hits the cache.
-const TILE_ELEMS: usize = 1 << 16;
+const TILE_BYTES: usize = 512 << 10;
 /// Lanes processed together: one or two vector registers' worth.
 const N: usize = 8;
 /// Narrow rows are grouped so lanes come in multiples of this (the widest sweep).
@@ -173,7 +173,7 @@ pub fn reduce(data: &[u8], dtype: DType, shape: Shape, need: Need, shift: &Shift
     #[cfg(target_arch = "x86_64")]
     {
         use std::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+        if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx2") && has!("fma") {
             // SAFETY: the CPU supports the features the function is compiled for.
             return unsafe { reduce_avx512(data, dtype, shape, need, shift) };
         }
@@ -204,7 +204,7 @@ unsafe fn reduce_avx2(
 /// time. Results are the same bits as the AVX2 build: lanes and their order do not depend on
 /// the instruction set, only how many are swept together.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma")]
 unsafe fn reduce_avx512(
     data: &[u8],
     dtype: DType,
@@ -228,7 +228,7 @@ fn reduce_any<const R: usize, const FMA: bool>(
     dispatch!(
         dtype,
         |F| run_f::<F, R, FMA>(data, shape, need, &shift.float),
-        |I| run_i::<I>(data, shape, need, &shift.int)
+        |I| run_i::<I, FMA>(data, shape, need, &shift.int)
     )
 }
 
@@ -270,12 +270,12 @@ fn gcd(a: usize, b: usize) -> usize {
 /// How a leaf's columns are visited: column tiles of `tw` columns and `k` rows per lane
 /// group; narrow contiguous rows are grouped so the lane count is a multiple of [`LANES`].
 /// The lanes (and so every rounding) are the same whatever instruction set runs them.
-fn tiling(shape: Shape) -> (usize, usize) {
+fn tiling(shape: Shape, size: usize) -> (usize, usize) {
     let w = shape.width.max(1);
     if shape.width == shape.stride && w < LANES {
         (w, LANES / gcd(w, LANES))
     } else {
-        let tile = (TILE_ELEMS / shape.leaf_rows.max(1)).clamp(2 * N, 1024);
+        let tile = (TILE_BYTES / (shape.leaf_rows.max(1) * size)).clamp(2 * N, 1024);
         (tile.min(w), 1)
     }
 }
@@ -428,7 +428,7 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
     shift: &[f64],
 ) -> Vec<Acc> {
     assert_eq!(shift.len(), shape.width, "one shift per column");
-    let (tw, k) = tiling(shape);
+    let (tw, k) = tiling(shape, L::SIZE);
     let mut lanes = Lanes::new(tw * k, 0.0f64);
     let mut centres = vec![0.0f64; tw * k];
     let mut sums = vec![(0.0f64, 0.0f64); tw];
@@ -942,9 +942,14 @@ fn i2_sweep<L: IntLoad, const M: usize>(
 }
 
 #[inline(always)]
-fn run_i<L: IntLoad>(data: &[u8], shape: Shape, need: Need, shift: &[i64]) -> Vec<Acc> {
+fn run_i<L: IntLoad, const FMA: bool>(
+    data: &[u8],
+    shape: Shape,
+    need: Need,
+    shift: &[i64],
+) -> Vec<Acc> {
     assert_eq!(shift.len(), shape.width, "one shift per column");
-    let (tw, k) = tiling(shape);
+    let (tw, k) = tiling(shape, L::SIZE);
     let mut lanes = Lanes::new(tw * k, 0i64);
     let mut fl = Lanes::new(tw * k, 0.0f64);
     let mut centres = vec![0i64; tw * k];
@@ -957,7 +962,7 @@ fn run_i<L: IntLoad>(data: &[u8], shape: Shape, need: Need, shift: &[i64]) -> Ve
         while c0 < shape.width {
             let w = tw.min(shape.width - c0);
             let t = Tile { r0, rows, c0, w, k };
-            int_tile::<L>(
+            int_tile::<L, FMA>(
                 data,
                 shape,
                 t,
@@ -977,8 +982,167 @@ fn run_i<L: IntLoad>(data: &[u8], shape: Shape, need: Need, shift: &[i64]) -> Ve
 
 type IntScratch<'a> = (&'a mut Lanes<i64>, &'a mut Lanes<f64>, &'a mut Vec<i64>);
 
+/// One pass for integer types of at most 2 bytes: i32 sums, minima and maxima, and squares
+/// summed exactly in f64 lanes (below 2^53 within a run), all folded into the i64 lane state
+/// every [`SMALL_RUN`] groups.
 #[inline(always)]
-fn int_tile<L: IntLoad>(
+fn small_sweep<L: IntLoad, const M: usize, const FMA: bool>(
+    data: &[u8],
+    (off0, step, count): (usize, usize, usize),
+    a: &mut I1<M>,
+) {
+    let mut g0 = 0;
+    while g0 < count {
+        let n = SMALL_RUN.min(count - g0);
+        let (mut s, mut lo, mut hi) = ([0i32; M], [i32::MAX; M], [i32::MIN; M]);
+        let mut q = [0.0f64; M];
+        for g in g0..g0 + n {
+            let off = off0 + g * step;
+            let e = &data[off..off + M * L::SIZE];
+            for i in 0..M {
+                let b = &e[i * L::SIZE..(i + 1) * L::SIZE];
+                let x = L::dec(b) as i32;
+                s[i] += x;
+                lo[i] = if x < lo[i] { x } else { lo[i] };
+                hi[i] = if x > hi[i] { x } else { hi[i] };
+                let f = L::dec_f64(b);
+                q[i] = if FMA {
+                    f.mul_add(f, q[i])
+                } else {
+                    q[i] + f * f
+                };
+            }
+        }
+        for i in 0..M {
+            a.s[i] += s[i] as i64;
+            a.h[i] += q[i] as i64;
+            a.lo[i] = a.lo[i].min(lo[i] as i64);
+            a.hi[i] = a.hi[i].max(hi[i] as i64);
+        }
+        g0 += n;
+    }
+}
+
+/// Row groups summed in i16 lanes before widening: 128 × 255 < 2^15.
+const BYTE_RUN: usize = 128;
+
+/// [`small_sweep`] for 1-byte types: i16 lanes for sums (widened every [`BYTE_RUN`] groups),
+/// minima and maxima, and 16-bit squares (exact: at most 255^2) summed in i32 lanes (folded
+/// every [`SMALL_RUN`] groups), so each instruction takes 32 or 16 lanes.
+#[inline(always)]
+fn byte_sweep<L: IntLoad, const M: usize>(
+    data: &[u8],
+    (off0, step, count): (usize, usize, usize),
+    a: &mut I1<M>,
+) {
+    let mut g0 = 0;
+    while g0 < count {
+        let n = SMALL_RUN.min(count - g0);
+        let (mut s, mut q) = ([0i32; M], [0i32; M]);
+        let (mut lo, mut hi) = ([i16::MAX; M], [i16::MIN; M]);
+        let mut b0 = g0;
+        while b0 < g0 + n {
+            let bn = BYTE_RUN.min(g0 + n - b0);
+            let mut s16 = [0i16; M];
+            for g in b0..b0 + bn {
+                let off = off0 + g * step;
+                let e = &data[off..off + M];
+                for i in 0..M {
+                    let x = L::dec(&e[i..i + 1]) as i16;
+                    s16[i] += x;
+                    lo[i] = if x < lo[i] { x } else { lo[i] };
+                    hi[i] = if x > hi[i] { x } else { hi[i] };
+                    q[i] += x.wrapping_mul(x) as u16 as i32;
+                }
+            }
+            for i in 0..M {
+                s[i] += s16[i] as i32;
+            }
+            b0 += bn;
+        }
+        for i in 0..M {
+            a.s[i] += s[i] as i64;
+            a.h[i] += q[i] as i64;
+            a.lo[i] = a.lo[i].min(lo[i] as i64);
+            a.hi[i] = a.hi[i].max(hi[i] as i64);
+        }
+        g0 += n;
+    }
+}
+
+/// The one-pass tile for integer types of at most 2 bytes: exact sums of values and squares,
+/// so M2 is one rounding of an exact integer.
+#[inline(always)]
+fn small_int_tile<L: IntLoad, const FMA: bool>(
+    data: &[u8],
+    shape: Shape,
+    t: Tile,
+    shift: &[i64],
+    lanes: &mut Lanes<i64>,
+    out: &mut [Acc],
+) {
+    let (w, l) = (t.w, t.w * t.k);
+    lanes.a[..l].fill(0);
+    lanes.b[..l].fill(0);
+    lanes.c[..l].fill(i64::MAX);
+    lanes.d[..l].fill(i64::MIN);
+    let mut runs = Vec::new();
+    t.runs(shape, L::SIZE, &[4 * LANES, LANES, 4], &mut runs);
+    for &(j, m, off, step, count) in &runs {
+        macro_rules! sweep {
+            ($m:expr) => {{
+                let mut a = I1::<{ $m }> {
+                    h: load(&lanes.a, j),
+                    s: load(&lanes.b, j),
+                    lo: load(&lanes.c, j),
+                    hi: load(&lanes.d, j),
+                };
+                if L::SIZE == 1 {
+                    byte_sweep::<L, { $m }>(data, (off, step, count), &mut a);
+                } else {
+                    small_sweep::<L, { $m }, FMA>(data, (off, step, count), &mut a);
+                }
+                store(&mut lanes.a, j, &a.h);
+                store(&mut lanes.b, j, &a.s);
+                store(&mut lanes.c, j, &a.lo);
+                store(&mut lanes.d, j, &a.hi);
+            }};
+        }
+        if m == 4 * LANES {
+            sweep!(4 * LANES)
+        } else if m == LANES {
+            sweep!(LANES)
+        } else if m == 4 {
+            sweep!(4)
+        } else {
+            sweep!(1)
+        }
+    }
+    let n = t.rows as i128;
+    for (c, o) in out.iter_mut().enumerate() {
+        let (mut s, mut q) = (0i128, 0i128);
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for j in (c..l).step_by(w) {
+            q += lanes.a[j] as i128;
+            s += lanes.b[j] as i128;
+            lo = lo.min(lanes.c[j]);
+            hi = hi.max(lanes.d[j]);
+        }
+        *o = Acc {
+            n: n as u64,
+            nan: 0,
+            isum: s,
+            imin: lo as i128,
+            imax: hi as i128,
+            mean: (s - n * shift[c] as i128) as f64 / n as f64,
+            m2: (n * q - s * s) as f64 / n as f64,
+            ..Acc::EMPTY
+        };
+    }
+}
+
+#[inline(always)]
+fn int_tile<L: IntLoad, const FMA: bool>(
     data: &[u8],
     shape: Shape,
     t: Tile,
@@ -987,6 +1151,10 @@ fn int_tile<L: IntLoad>(
     (lanes, fl, centres): IntScratch<'_>,
     out: &mut [Acc],
 ) {
+    if L::SIZE <= 2 && need.moments && t.rows > 0 {
+        small_int_tile::<L, FMA>(data, shape, t, shift, lanes, out);
+        return;
+    }
     let (w, l) = (t.w, t.w * t.k);
     lanes.a[..l].fill(0);
     lanes.b[..l].fill(0);
@@ -1113,7 +1281,7 @@ mod tests {
             stride: w,
             leaf_rows: rows,
         };
-        let (tw, k) = tiling(shape);
+        let (tw, k) = tiling(shape, 8);
         assert_eq!(tw, w);
         let t = Tile {
             r0: 0,
