@@ -396,6 +396,7 @@ struct Lanes<T> {
     c: Vec<T>,
     d: Vec<T>,
     e: Vec<T>,
+    f: Vec<T>,
 }
 
 impl<T: Copy> Lanes<T> {
@@ -406,6 +407,7 @@ impl<T: Copy> Lanes<T> {
             c: vec![z; len],
             d: vec![z; len],
             e: vec![z; len],
+            f: vec![z; len],
         }
     }
 }
@@ -435,6 +437,7 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
     // A plain loop, not a closure: closures are compiled on their own, without the
     // caller's target features.
     let mut tree = Tree::new();
+    let mut nans = false;
     let mut r0 = 0;
     while r0 < shape.rows {
         let rows = shape.leaf_rows.min(shape.rows - r0);
@@ -448,7 +451,7 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
                 shape,
                 t,
                 need,
-                (&mut lanes, &mut centres, &mut sums),
+                (&mut lanes, &mut centres, &mut sums, &mut nans),
                 &shift[c0..c0 + w],
                 &mut out[c0..c0 + w],
             );
@@ -461,10 +464,13 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
         .unwrap_or_else(|| vec![Acc::EMPTY; shape.width])
 }
 
+/// Lane state, per-lane reference values or centres, per-column sums, and whether the last
+/// tile held NaNs.
 type FloatScratch<'a> = (
     &'a mut Lanes<f64>,
     &'a mut Vec<f64>,
     &'a mut Vec<(f64, f64)>,
+    &'a mut bool,
 );
 
 #[inline(always)]
@@ -486,6 +492,7 @@ fn f1_dispatch<L: FloatLoad, const M: usize>(
 /// deviations from the lane's reference value `k`.
 #[derive(Clone, Copy)]
 struct Fast<const M: usize> {
+    n: [f64; M],
     s: [f64; M],
     c: [f64; M],
     lo: [f64; M],
@@ -493,11 +500,12 @@ struct Fast<const M: usize> {
     q: [f64; M],
 }
 
-/// The single-pass sweep: no NaN masks or counts; a NaN or infinity poisons the sums, which
-/// sends the tile to the two-pass path. Without `MO` (moments) the plain sum only detects
-/// them.
+/// The single-pass sweep. Without `NANS` it has no masks or counts: a NaN poisons the sums,
+/// which sends the tile on to the masked sweep; with `NANS`, NaNs are counted and skipped.
+/// An infinity poisons the sums either way (the two-pass path handles it). Without `MO`
+/// (moments) the plain sum only detects them. On NaN-free data both give the same bits.
 #[inline(always)]
-fn fast_sweep<L: FloatLoad, const M: usize, const FMA: bool, const MO: bool>(
+fn fast_sweep<L: FloatLoad, const M: usize, const FMA: bool, const MO: bool, const NANS: bool>(
     data: &[u8],
     (off0, step, count): (usize, usize, usize),
     k: &[f64; M],
@@ -511,19 +519,26 @@ fn fast_sweep<L: FloatLoad, const M: usize, const FMA: bool, const MO: bool>(
         let e = &data[off..off + M * L::SIZE];
         for i in 0..M {
             let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]);
-            let t = st.s[i] + x;
+            #[allow(clippy::eq_op)]
+            let ok = !NANS || x == x;
+            if NANS {
+                st.n[i] += if ok { 1.0 } else { 0.0 };
+            }
+            let y = if ok { x } else { 0.0 };
+            let t = st.s[i] + y;
             if MO {
                 // Knuth's two-sum: the rounding error of each addition is kept.
                 let bb = add::<FMA>(t, -st.s[i], one);
                 let e1 = st.s[i] - (t - bb);
-                let e2 = add::<FMA>(x, -bb, one);
+                let e2 = add::<FMA>(y, -bb, one);
                 st.c[i] = add::<FMA>(e1, st.c[i] + e2, one);
             }
             st.s[i] = t;
+            // NaN compares false, so it never replaces a bound.
             st.lo[i] = if x < st.lo[i] { x } else { st.lo[i] };
             st.hi[i] = if x > st.hi[i] { x } else { st.hi[i] };
             if MO {
-                let d = x - k[i];
+                let d = if ok { x - k[i] } else { 0.0 };
                 st.q[i] = if FMA {
                     d.mul_add(d, st.q[i])
                 } else {
@@ -559,12 +574,13 @@ fn dd_minus(h: f64, l: f64, n: f64, k: f64) -> f64 {
 /// it the single-pass M2 would lose more than a few bits to cancellation.
 const MAX_CANCEL: f64 = 16.0;
 
-/// Reduces a tile in one pass, taking the tile's first row as each column's reference value
-/// (`MO`: moments too, else counts, min and max). Returns false (leaving `out` to be overwritten) when the tile
-/// holds a NaN or infinity, its sums overflow, or a column's first value is so far from its
+/// Reduces a tile in one pass, taking each column's first non-NaN value in the tile as its
+/// reference value (`MO`: moments too, else counts, min and max; `NANS`: NaNs are skipped).
+/// Returns false (leaving `out` to be overwritten) when the tile holds an infinity (or,
+/// without `NANS`, a NaN), its sums overflow, or a column's reference value is so far from its
 /// mean that the one-pass M2 would lose accuracy.
 #[inline(always)]
-fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool>(
+fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool, const NANS: bool>(
     data: &[u8],
     shape: Shape,
     t: Tile,
@@ -573,11 +589,21 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool>(
     out: &mut [Acc],
 ) -> bool {
     let (w, l) = (t.w, t.w * t.k);
-    let first = (t.r0 * shape.stride + t.c0) * L::SIZE;
-    for (j, r) in refs[..l].iter_mut().enumerate() {
-        let o = first + (j % w) * L::SIZE;
-        *r = L::dec(&data[o..o + L::SIZE]);
+    for (c, k) in refs[..w].iter_mut().enumerate() {
+        let at = |r: usize| {
+            let o = ((t.r0 + r) * shape.stride + t.c0 + c) * L::SIZE;
+            L::dec(&data[o..o + L::SIZE])
+        };
+        let mut r = 0;
+        while NANS && r + 1 < t.rows && at(r).is_nan() {
+            r += 1;
+        }
+        *k = at(r);
     }
+    for j in w..l {
+        refs[j] = refs[j % w];
+    }
+    lanes.f[..l].fill(0.0);
     lanes.a[..l].fill(0.0);
     lanes.b[..l].fill(0.0);
     lanes.c[..l].fill(0.0);
@@ -591,6 +617,7 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool>(
         macro_rules! sweep {
             ($m:expr) => {{
                 let mut a = Fast::<{ $m }> {
+                    n: load(&lanes.f, j),
                     s: load(&lanes.a, j),
                     c: load(&lanes.b, j),
                     q: load(&lanes.c, j),
@@ -598,7 +625,8 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool>(
                     hi: load(&lanes.e, j),
                 };
                 let k: [f64; $m] = load(refs, j);
-                fast_sweep::<L, { $m }, FMA, MO>(data, (off, step, count), &k, &mut a);
+                fast_sweep::<L, { $m }, FMA, MO, NANS>(data, (off, step, count), &k, &mut a);
+                store(&mut lanes.f, j, &a.n);
                 store(&mut lanes.a, j, &a.s);
                 store(&mut lanes.b, j, &a.c);
                 store(&mut lanes.c, j, &a.q);
@@ -616,12 +644,14 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool>(
             sweep!(1)
         }
     }
-    let n = t.rows as u64;
-    let nf = n as f64;
     for (c, o) in out.iter_mut().enumerate() {
         let (mut h, mut lo_part, mut q) = (0.0f64, 0.0f64, 0.0f64);
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut nf = if NANS { 0.0 } else { t.rows as f64 };
         for j in (c..l).step_by(w) {
+            if NANS {
+                nf += lanes.f[j];
+            }
             let (s, e) = two_sum(h, lanes.a[j]);
             h = s;
             lo_part += e + lanes.b[j];
@@ -632,10 +662,12 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool>(
         if !(h.is_finite() && lo_part.is_finite() && q.is_finite()) {
             return false;
         }
-        if !MO {
+        let n = nf as u64;
+        let nan = t.rows as u64 - n;
+        if !MO || n == 0 {
             *o = Acc {
                 n,
-                nan: 0,
+                nan,
                 min: lo,
                 max: hi,
                 ..Acc::EMPTY
@@ -651,7 +683,7 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool>(
         }
         *o = Acc {
             n,
-            nan: 0,
+            nan,
             mean: dd_minus(h, l, nf, shift[c]) / nf,
             m2: m2.max(0.0),
             sum_hi: h,
@@ -670,18 +702,40 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
     shape: Shape,
     t: Tile,
     need: Need,
-    (lanes, centres, sums): FloatScratch<'_>,
+    (lanes, centres, sums, nans): FloatScratch<'_>,
     shift: &[f64],
     out: &mut [Acc],
 ) {
-    let fast = match (need.moments, need.minmax) {
-        (true, _) => fast_tile::<L, R, FMA, true>(data, shape, t, (lanes, centres), shift, out),
-        (false, true) => {
-            fast_tile::<L, R, FMA, false>(data, shape, t, (lanes, centres), shift, out)
-        }
-        (false, false) => false,
-    };
-    if fast {
+    macro_rules! one_pass {
+        ($nans:literal) => {
+            match (need.moments, need.minmax) {
+                (true, _) => fast_tile::<L, R, FMA, true, $nans>(
+                    data,
+                    shape,
+                    t,
+                    (lanes, centres),
+                    shift,
+                    out,
+                ),
+                (false, true) => fast_tile::<L, R, FMA, false, $nans>(
+                    data,
+                    shape,
+                    t,
+                    (lanes, centres),
+                    shift,
+                    out,
+                ),
+                (false, false) => false,
+            }
+        };
+    }
+    // Data with NaNs usually has them in every tile: after one, go straight to the masked
+    // sweep. Either sweep gives the same bits, so the guess cannot change a result.
+    if !*nans && one_pass!(false) {
+        return;
+    }
+    if one_pass!(true) {
+        *nans = out.iter().any(|o| o.nan > 0);
         return;
     }
     let (w, l) = (t.w, t.w * t.k);
@@ -1294,12 +1348,43 @@ mod tests {
         let mut refs = vec![0.0; w * k];
         let mut out = vec![Acc::EMPTY; w];
         let shift = vec![0.0; w];
-        fast_tile::<F64Le, 8, false, true>(
+        fast_tile::<F64Le, 8, false, true, false>(
             &data,
             shape,
             t,
             (&mut lanes, &mut refs),
             &shift,
+            &mut out,
+        )
+        .then_some(out)
+    }
+
+    /// The NaN-masked one-pass path on one column.
+    fn masked(vals: &[f64]) -> Option<Vec<Acc>> {
+        let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let rows = vals.len();
+        let shape = Shape {
+            rows,
+            width: 1,
+            stride: 1,
+            leaf_rows: rows,
+        };
+        let t = Tile {
+            r0: 0,
+            rows,
+            c0: 0,
+            w: 1,
+            k: LANES,
+        };
+        let mut lanes = Lanes::new(LANES, 0.0);
+        let mut refs = vec![0.0; LANES];
+        let mut out = vec![Acc::EMPTY; 1];
+        fast_tile::<F64Le, 8, false, true, true>(
+            &data,
+            shape,
+            t,
+            (&mut lanes, &mut refs),
+            &[0.0],
             &mut out,
         )
         .then_some(out)
@@ -1344,7 +1429,14 @@ mod tests {
         assert_eq!(plain[0].sum(), two[0].sum());
         let mut v = column(4096, noise);
         v[100] = f64::NAN;
-        assert!(one_pass(&v, 1).is_none(), "NaN");
+        assert!(one_pass(&v, 1).is_none(), "NaN, unmasked");
+        assert!(masked(&v).is_some_and(|o| o[0].n == 4095 && o[0].nan == 1));
+        v[0] = f64::NAN;
+        assert!(
+            masked(&v).is_some_and(|o| o[0].n == 4094),
+            "reference skips NaN"
+        );
+        assert!(masked(&[f64::NAN; 64]).is_some_and(|o| o[0].n == 0 && o[0].nan == 64));
         v[100] = f64::INFINITY;
         assert!(one_pass(&v, 1).is_none(), "infinity");
         v[100] = 1e300;
