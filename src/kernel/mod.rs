@@ -141,6 +141,8 @@ const LANES: usize = 16;
 /// The widest single-pass sweep (six AVX-512 registers per accumulator): runs this wide read
 /// three-column rows, and rows of wide tiles, as contiguous memory.
 const WIDE_RUN: usize = 48;
+/// Rows of a wide tile swept together before moving to the next columns.
+const ROW_CHUNK: usize = 16;
 
 /// The geometry of a block's elements.
 #[derive(Clone, Copy, Debug)]
@@ -612,37 +614,54 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool, cons
     let mut runs = Vec::new();
     // Six registers per accumulator need AVX-512's 32 registers.
     let widths: &[usize] = if R == 16 { &[WIDE_RUN, R, 4] } else { &[R, 4] };
-    t.runs(shape, L::SIZE, widths, &mut runs);
-    for &(j, m, off, step, count) in &runs {
-        macro_rules! sweep {
-            ($m:expr) => {{
-                let mut a = Fast::<{ $m }> {
-                    n: load(&lanes.f, j),
-                    s: load(&lanes.a, j),
-                    c: load(&lanes.b, j),
-                    q: load(&lanes.c, j),
-                    lo: load(&lanes.d, j),
-                    hi: load(&lanes.e, j),
-                };
-                let k: [f64; $m] = load(refs, j);
-                fast_sweep::<L, { $m }, FMA, MO, NANS>(data, (off, step, count), &k, &mut a);
-                store(&mut lanes.f, j, &a.n);
-                store(&mut lanes.a, j, &a.s);
-                store(&mut lanes.b, j, &a.c);
-                store(&mut lanes.c, j, &a.q);
-                store(&mut lanes.d, j, &a.lo);
-                store(&mut lanes.e, j, &a.hi);
-            }};
+    // Wide tiles go a few rows at a time, so each row's segment is read in order rather than
+    // every run striding down the whole leaf. Each lane still sees its rows in order: the
+    // same bits.
+    let chunk = if t.k == 1 && t.w >= 128 {
+        ROW_CHUNK
+    } else {
+        t.rows
+    };
+    let mut r = 0;
+    while r < t.rows {
+        let sub = Tile {
+            r0: t.r0 + r,
+            rows: chunk.min(t.rows - r),
+            ..t
+        };
+        sub.runs(shape, L::SIZE, widths, &mut runs);
+        for &(j, m, off, step, count) in &runs {
+            macro_rules! sweep {
+                ($m:expr) => {{
+                    let mut a = Fast::<{ $m }> {
+                        n: load(&lanes.f, j),
+                        s: load(&lanes.a, j),
+                        c: load(&lanes.b, j),
+                        q: load(&lanes.c, j),
+                        lo: load(&lanes.d, j),
+                        hi: load(&lanes.e, j),
+                    };
+                    let k: [f64; $m] = load(refs, j);
+                    fast_sweep::<L, { $m }, FMA, MO, NANS>(data, (off, step, count), &k, &mut a);
+                    store(&mut lanes.f, j, &a.n);
+                    store(&mut lanes.a, j, &a.s);
+                    store(&mut lanes.b, j, &a.c);
+                    store(&mut lanes.c, j, &a.q);
+                    store(&mut lanes.d, j, &a.lo);
+                    store(&mut lanes.e, j, &a.hi);
+                }};
+            }
+            if m == WIDE_RUN {
+                sweep!(WIDE_RUN)
+            } else if m == R {
+                sweep!(R)
+            } else if m == 4 {
+                sweep!(4)
+            } else {
+                sweep!(1)
+            }
         }
-        if m == WIDE_RUN {
-            sweep!(WIDE_RUN)
-        } else if m == R {
-            sweep!(R)
-        } else if m == 4 {
-            sweep!(4)
-        } else {
-            sweep!(1)
-        }
+        r += sub.rows;
     }
     for (c, o) in out.iter_mut().enumerate() {
         let (mut h, mut lo_part, mut q) = (0.0f64, 0.0f64, 0.0f64);

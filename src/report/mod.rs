@@ -58,13 +58,15 @@ pub fn float_repr(x: f64) -> String {
     }
 }
 
-fn json_cell(c: Cell) -> String {
-    match c {
-        Cell::Int(v) => v.to_string(),
-        Cell::Float(x) if x.is_finite() => format!("{x:?}"),
-        Cell::Float(x) => format!("\"{}\"", float_repr(x)),
-        Cell::Missing => "\"nan\"".into(),
-    }
+/// Appends a cell's JSON text (written in place: wide outputs have millions of cells).
+fn json_cell(o: &mut String, c: Cell) {
+    use std::fmt::Write;
+    let _ = match c {
+        Cell::Int(v) => write!(o, "{v}"),
+        Cell::Float(x) if x.is_finite() => write!(o, "{x:?}"),
+        Cell::Float(x) => write!(o, "\"{}\"", float_repr(x)),
+        Cell::Missing => write!(o, "\"nan\""),
+    };
 }
 
 fn json_str(s: &str) -> String {
@@ -103,7 +105,7 @@ pub fn to_json(s: &Summary) -> String {
             if i > 0 {
                 o.push_str(", ");
             }
-            o.push_str(&json_cell(cell(s, stat, i)));
+            json_cell(&mut o, cell(s, stat, i));
         }
         o.push(']');
     }
