@@ -562,3 +562,42 @@ fn one_pass_tiles_and_every_fallback_are_exact() {
         }
     }
 }
+
+#[test]
+fn narrow_floats_sum_exactly_with_and_without_compensation() {
+    // float32: 2^60, 1, -2^60, 2, ... needs the compensated sum (the proof of an exact plain
+    // sum must fail); 0.5 * r sums exactly either way. float16: 1024 and multiples of 2^-14
+    // pass that proof. Every sum is checked exactly.
+    let rows = 40_000usize;
+    let dir = tmpdir();
+    let big = (1u64 << 60) as f32;
+    let mut b32 = Vec::new();
+    let mut b16 = Vec::new();
+    for r in 0..rows {
+        // Two columns run in lanes eight rows apart: (r / 8) % 4 puts the pattern in one lane.
+        let a = [big, 1.0, -big, 2.0][(r / 8) % 4];
+        b32.extend_from_slice(&a.to_le_bytes());
+        b32.extend_from_slice(&((r % 1000) as f32 * 0.5).to_le_bytes());
+        let h = [1024.0, 2f64.powi(-14), -1024.0, 3.0 * 2f64.powi(-14)][r % 4];
+        b16.extend_from_slice(&half::f16::from_f64(h).to_le_bytes());
+    }
+    let p32 = dir.path().join("f4.npy");
+    write_npy(&p32, "<f4", false, &[rows as u64, 2], &b32);
+    let p16 = dir.path().join("f2.npy");
+    write_npy(&p16, "<f2", false, &[rows as u64], &b16);
+    for extra in [
+        &["--threads", "1"][..],
+        &["--threads", "2", "--block-limit", "1"][..],
+    ] {
+        let j = run_json(&p32, extra);
+        let st = &j["stats"];
+        assert_eq!(num(&st["sum"][0]), 3.0 * (rows / 4) as f64, "{extra:?}");
+        assert_eq!(num(&st["mean"][0]), 0.75);
+        assert_eq!(num(&st["max"][0]), big as f64);
+        let s1: u64 = (0..rows as u64).map(|r| r % 1000).sum();
+        assert_eq!(num(&st["sum"][1]), s1 as f64 * 0.5);
+        let j = run_json(&p16, extra);
+        let want = (rows / 4) as f64 * 4.0 * 2f64.powi(-14);
+        assert_eq!(num(&j["stats"]["sum"][0]), want, "{extra:?}");
+    }
+}

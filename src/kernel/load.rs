@@ -6,6 +6,20 @@ pub trait FloatLoad: Send + Sync + 'static {
     const SIZE: usize;
     /// The value, widened to f64 (exactly).
     fn dec(b: &[u8]) -> f64;
+    /// Whether the type is narrow enough for [`FloatLoad::key`] and [`FloatLoad::unit`]:
+    /// sums of its values can then be proved exact in f64.
+    const NARROW: bool = false;
+    /// The bits of `|x|` minus one, wrapping (zero becomes the largest key): the smallest key
+    /// over some values names their smallest nonzero magnitude.
+    #[inline(always)]
+    fn key(_b: &[u8]) -> u32 {
+        0
+    }
+    /// The unit in the last place of the smallest nonzero magnitude named by `key`, which
+    /// every value is a whole multiple of (infinity when all were zero).
+    fn unit(_key: u32) -> f64 {
+        f64::INFINITY
+    }
 }
 
 /// Decodes one integer or bool element from exactly `SIZE` bytes.
@@ -42,10 +56,76 @@ macro_rules! float_load {
 
 float_load!(F64Le, 8, u64, from_le_bytes, |v| f64::from_bits(v));
 float_load!(F64Be, 8, u64, from_be_bytes, |v| f64::from_bits(v));
-float_load!(F32Le, 4, u32, from_le_bytes, |v| f32::from_bits(v) as f64);
-float_load!(F32Be, 4, u32, from_be_bytes, |v| f32::from_bits(v) as f64);
-float_load!(F16Le, 2, u16, from_le_bytes, |v| f16_to_f64(v));
-float_load!(F16Be, 2, u16, from_be_bytes, |v| f16_to_f64(v));
+
+/// Float decoder with the units of narrow types: `$mant` fraction bits and exponent bias
+/// `$bias`, so a value with exponent field E is a multiple of 2^(max(E, 1) - bias - mant).
+macro_rules! narrow_load {
+    ($name:ident, $size:expr, $bits:ty, $from:ident, $abs:expr, $mant:expr, $bias:expr, |$v:ident| $conv:expr) => {
+        /// Float decoder.
+        pub struct $name;
+        impl FloatLoad for $name {
+            const SIZE: usize = $size;
+            const NARROW: bool = true;
+            #[inline(always)]
+            fn dec(b: &[u8]) -> f64 {
+                let $v = <$bits>::$from(b.try_into().unwrap());
+                $conv
+            }
+            #[inline(always)]
+            fn key(b: &[u8]) -> u32 {
+                ((<$bits>::$from(b.try_into().unwrap()) & $abs) as u32).wrapping_sub(1)
+            }
+            fn unit(key: u32) -> f64 {
+                if key == u32::MAX {
+                    return f64::INFINITY;
+                }
+                let e = ((key + 1) >> $mant) as i32;
+                2f64.powi(e.max(1) - $bias - $mant)
+            }
+        }
+    };
+}
+
+narrow_load!(
+    F32Le,
+    4,
+    u32,
+    from_le_bytes,
+    0x7fff_ffff,
+    23,
+    127,
+    |v| f32::from_bits(v) as f64
+);
+narrow_load!(
+    F32Be,
+    4,
+    u32,
+    from_be_bytes,
+    0x7fff_ffff,
+    23,
+    127,
+    |v| f32::from_bits(v) as f64
+);
+narrow_load!(
+    F16Le,
+    2,
+    u16,
+    from_le_bytes,
+    0x7fff,
+    10,
+    15,
+    |v| f16_to_f64(v)
+);
+narrow_load!(
+    F16Be,
+    2,
+    u16,
+    from_be_bytes,
+    0x7fff,
+    10,
+    15,
+    |v| f16_to_f64(v)
+);
 
 /// IEEE half to f64, exactly, without branches (so it vectorises): the exponent and mantissa
 /// bits moved into an f32 and scaled by 2^112 handle normal and subnormal values; infinities
@@ -63,6 +143,43 @@ pub fn f16_to_f64(h: u16) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use super::FloatLoad;
+
+    #[test]
+    fn units_divide_every_value() {
+        for x in [
+            1.0f32,
+            3.0,
+            0.1,
+            1e-30,
+            1e30,
+            f32::MIN_POSITIVE,
+            1e-45,
+            65504.0,
+            0.0,
+        ] {
+            let k = super::F32Le::key(&x.to_le_bytes());
+            let u = super::F32Le::unit(k);
+            if x == 0.0 {
+                assert_eq!(u, f64::INFINITY);
+                continue;
+            }
+            let m = x as f64 / u;
+            assert!(
+                m == m.trunc() && m < (1u64 << 24) as f64 && m >= 1.0,
+                "{x}: {m}"
+            );
+        }
+        for bits in 1..0x7c00u16 {
+            let u = super::F16Le::unit(super::F16Le::key(&bits.to_le_bytes()));
+            let m = super::f16_to_f64(bits) / u;
+            assert!(
+                m == m.trunc() && (1.0..2048.0).contains(&m),
+                "{bits:#x}: {m}"
+            );
+        }
+    }
+
     #[test]
     fn f16_conversion_matches_half_for_every_value() {
         for bits in 0..=u16::MAX {

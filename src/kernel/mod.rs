@@ -439,7 +439,7 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
     // A plain loop, not a closure: closures are compiled on their own, without the
     // caller's target features.
     let mut tree = Tree::new();
-    let mut nans = false;
+    let (mut nans, mut inexact) = (false, false);
     let mut r0 = 0;
     while r0 < shape.rows {
         let rows = shape.leaf_rows.min(shape.rows - r0);
@@ -453,7 +453,12 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
                 shape,
                 t,
                 need,
-                (&mut lanes, &mut centres, &mut sums, &mut nans),
+                (
+                    &mut lanes,
+                    &mut centres,
+                    &mut sums,
+                    (&mut nans, &mut inexact),
+                ),
                 &shift[c0..c0 + w],
                 &mut out[c0..c0 + w],
             );
@@ -467,12 +472,12 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
 }
 
 /// Lane state, per-lane reference values or centres, per-column sums, and whether the last
-/// tile held NaNs.
+/// tile held NaNs or could not be summed without compensation.
 type FloatScratch<'a> = (
     &'a mut Lanes<f64>,
     &'a mut Vec<f64>,
     &'a mut Vec<(f64, f64)>,
-    &'a mut bool,
+    (&'a mut bool, &'a mut bool),
 );
 
 #[inline(always)]
@@ -494,6 +499,7 @@ fn f1_dispatch<L: FloatLoad, const M: usize>(
 /// deviations from the lane's reference value `k`.
 #[derive(Clone, Copy)]
 struct Fast<const M: usize> {
+    key: [u32; M],
     n: [f64; M],
     s: [f64; M],
     c: [f64; M],
@@ -506,8 +512,18 @@ struct Fast<const M: usize> {
 /// which sends the tile on to the masked sweep; with `NANS`, NaNs are counted and skipped.
 /// An infinity poisons the sums either way (the two-pass path handles it). Without `MO`
 /// (moments) the plain sum only detects them. On NaN-free data both give the same bits.
+/// `EXACT` (narrow types) sums without compensation and tracks the smallest magnitude, so
+/// the tile can be shown afterwards to have summed exactly: then the bits are those of the
+/// compensated sweep, whose compensation would have stayed zero.
 #[inline(always)]
-fn fast_sweep<L: FloatLoad, const M: usize, const FMA: bool, const MO: bool, const NANS: bool>(
+fn fast_sweep<
+    L: FloatLoad,
+    const M: usize,
+    const FMA: bool,
+    const MO: bool,
+    const NANS: bool,
+    const EXACT: bool,
+>(
     data: &[u8],
     (off0, step, count): (usize, usize, usize),
     k: &[f64; M],
@@ -528,7 +544,11 @@ fn fast_sweep<L: FloatLoad, const M: usize, const FMA: bool, const MO: bool, con
             }
             let y = if ok { x } else { 0.0 };
             let t = st.s[i] + y;
-            if MO {
+            if EXACT {
+                // No compensation: the tile is checked afterwards to have needed none.
+                let key = L::key(&e[i * L::SIZE..(i + 1) * L::SIZE]);
+                st.key[i] = st.key[i].min(key);
+            } else if MO {
                 // Knuth's two-sum: the rounding error of each addition is kept.
                 let bb = add::<FMA>(t, -st.s[i], one);
                 let e1 = st.s[i] - (t - bb);
@@ -582,14 +602,21 @@ const MAX_CANCEL: f64 = 16.0;
 /// without `NANS`, a NaN), its sums overflow, or a column's reference value is so far from its
 /// mean that the one-pass M2 would lose accuracy.
 #[inline(always)]
-fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool, const NANS: bool>(
+fn fast_tile<
+    L: FloatLoad,
+    const R: usize,
+    const FMA: bool,
+    const MO: bool,
+    const NANS: bool,
+    const EXACT: bool,
+>(
     data: &[u8],
     shape: Shape,
     t: Tile,
     (lanes, refs): (&mut Lanes<f64>, &mut Vec<f64>),
     shift: &[f64],
     out: &mut [Acc],
-) -> bool {
+) -> Result<(), Miss> {
     let (w, l) = (t.w, t.w * t.k);
     for (c, k) in refs[..w].iter_mut().enumerate() {
         let at = |r: usize| {
@@ -607,7 +634,8 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool, cons
     }
     lanes.f[..l].fill(0.0);
     lanes.a[..l].fill(0.0);
-    lanes.b[..l].fill(0.0);
+    // Compensation, or with `EXACT` the smallest-magnitude keys.
+    lanes.b[..l].fill(if EXACT { u32::MAX as f64 } else { 0.0 });
     lanes.c[..l].fill(0.0);
     lanes.d[..l].fill(f64::INFINITY);
     lanes.e[..l].fill(f64::NEG_INFINITY);
@@ -633,19 +661,30 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool, cons
         for &(j, m, off, step, count) in &runs {
             macro_rules! sweep {
                 ($m:expr) => {{
+                    let b: [f64; $m] = load(&lanes.b, j);
                     let mut a = Fast::<{ $m }> {
+                        key: b.map(|v| v as u32),
                         n: load(&lanes.f, j),
                         s: load(&lanes.a, j),
-                        c: load(&lanes.b, j),
+                        c: b,
                         q: load(&lanes.c, j),
                         lo: load(&lanes.d, j),
                         hi: load(&lanes.e, j),
                     };
                     let k: [f64; $m] = load(refs, j);
-                    fast_sweep::<L, { $m }, FMA, MO, NANS>(data, (off, step, count), &k, &mut a);
+                    fast_sweep::<L, { $m }, FMA, MO, NANS, EXACT>(
+                        data,
+                        (off, step, count),
+                        &k,
+                        &mut a,
+                    );
                     store(&mut lanes.f, j, &a.n);
                     store(&mut lanes.a, j, &a.s);
-                    store(&mut lanes.b, j, &a.c);
+                    if EXACT {
+                        store(&mut lanes.b, j, &a.key.map(|v| v as f64));
+                    } else {
+                        store(&mut lanes.b, j, &a.c);
+                    }
                     store(&mut lanes.c, j, &a.q);
                     store(&mut lanes.d, j, &a.lo);
                     store(&mut lanes.e, j, &a.hi);
@@ -673,13 +712,24 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool, cons
             }
             let (s, e) = two_sum(h, lanes.a[j]);
             h = s;
-            lo_part += e + lanes.b[j];
+            if EXACT {
+                // Every partial sum of the lane was exact if it stayed below 2^53 units of
+                // the lane's smallest magnitude (the rows bound the lane's count).
+                let big = lanes.d[j].abs().max(lanes.e[j].abs());
+                let unit = L::unit(lanes.b[j] as u32);
+                if lanes.d[j] <= lanes.e[j] && t.rows as f64 * big >= unit * 9007199254740992.0 {
+                    return Err(Miss::Inexact);
+                }
+                lo_part += e;
+            } else {
+                lo_part += e + lanes.b[j];
+            }
             q += lanes.c[j];
             lo = lo.min(lanes.d[j]);
             hi = hi.max(lanes.e[j]);
         }
         if !(h.is_finite() && lo_part.is_finite() && q.is_finite()) {
-            return false;
+            return Err(Miss::NonFinite);
         }
         let n = nf as u64;
         let nan = t.rows as u64 - n;
@@ -698,7 +748,7 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool, cons
         let d = dd_minus(h, l, nf, refs[c]);
         let m2 = q - d * (d / nf);
         if m2 * MAX_CANCEL < q {
-            return false;
+            return Err(Miss::Cancel);
         }
         *o = Acc {
             n,
@@ -712,7 +762,18 @@ fn fast_tile<L: FloatLoad, const R: usize, const FMA: bool, const MO: bool, cons
             ..Acc::EMPTY
         };
     }
-    true
+    Ok(())
+}
+
+/// Why a one-pass tile was declined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Miss {
+    /// A NaN (unmasked sweep), an infinity, or a sum past the f64 range.
+    NonFinite,
+    /// A reference value so far from the mean that M2 would cancel.
+    Cancel,
+    /// An uncompensated sum that cannot be shown exact.
+    Inexact,
 }
 
 #[inline(always)]
@@ -721,14 +782,14 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
     shape: Shape,
     t: Tile,
     need: Need,
-    (lanes, centres, sums, nans): FloatScratch<'_>,
+    (lanes, centres, sums, flags): FloatScratch<'_>,
     shift: &[f64],
     out: &mut [Acc],
 ) {
     macro_rules! one_pass {
-        ($nans:literal) => {
+        ($nans:literal, $exact:literal) => {
             match (need.moments, need.minmax) {
-                (true, _) => fast_tile::<L, R, FMA, true, $nans>(
+                (true, _) => fast_tile::<L, R, FMA, true, $nans, $exact>(
                     data,
                     shape,
                     t,
@@ -736,7 +797,7 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
                     shift,
                     out,
                 ),
-                (false, true) => fast_tile::<L, R, FMA, false, $nans>(
+                (false, true) => fast_tile::<L, R, FMA, false, $nans, false>(
                     data,
                     shape,
                     t,
@@ -744,18 +805,46 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
                     shift,
                     out,
                 ),
-                (false, false) => false,
+                (false, false) => Err(Miss::NonFinite),
             }
         };
     }
-    // Data with NaNs usually has them in every tile: after one, go straight to the masked
-    // sweep. Either sweep gives the same bits, so the guess cannot change a result.
-    if !*nans && one_pass!(false) {
-        return;
-    }
-    if one_pass!(true) {
-        *nans = out.iter().any(|o| o.nan > 0);
-        return;
+    // Guesses from the previous tile pick which sweep to try first: data with NaNs usually
+    // has them in every tile, and data too spread out for uncompensated sums likewise.
+    // Every sweep that succeeds gives the same bits, so a guess cannot change a result.
+    let (nans, inexact) = flags;
+    'fast: {
+        let mut masked = *nans;
+        if L::NARROW && need.moments && !*inexact {
+            let mut r = if masked {
+                one_pass!(true, true)
+            } else {
+                one_pass!(false, true)
+            };
+            if r == Err(Miss::NonFinite) && !masked {
+                masked = true;
+                r = one_pass!(true, true);
+            }
+            match r {
+                Ok(()) => {
+                    *nans = out.iter().any(|o| o.nan > 0);
+                    return;
+                }
+                Err(Miss::Inexact) => *inexact = true,
+                Err(_) => break 'fast,
+            }
+        }
+        if !masked {
+            match one_pass!(false, false) {
+                Ok(()) => return,
+                Err(Miss::NonFinite) => {}
+                Err(_) => break 'fast,
+            }
+        }
+        if one_pass!(true, false).is_ok() {
+            *nans = out.iter().any(|o| o.nan > 0);
+            return;
+        }
     }
     let (w, l) = (t.w, t.w * t.k);
     // Pass 1: counts, compensated sums, min, max.
@@ -1367,7 +1456,7 @@ mod tests {
         let mut refs = vec![0.0; w * k];
         let mut out = vec![Acc::EMPTY; w];
         let shift = vec![0.0; w];
-        fast_tile::<F64Le, 8, false, true, false>(
+        fast_tile::<F64Le, 8, false, true, false, false>(
             &data,
             shape,
             t,
@@ -1375,7 +1464,8 @@ mod tests {
             &shift,
             &mut out,
         )
-        .then_some(out)
+        .ok()
+        .map(|()| out)
     }
 
     /// The NaN-masked one-pass path on one column.
@@ -1398,7 +1488,7 @@ mod tests {
         let mut lanes = Lanes::new(LANES, 0.0);
         let mut refs = vec![0.0; LANES];
         let mut out = vec![Acc::EMPTY; 1];
-        fast_tile::<F64Le, 8, false, true, true>(
+        fast_tile::<F64Le, 8, false, true, true, false>(
             &data,
             shape,
             t,
@@ -1406,7 +1496,8 @@ mod tests {
             &[0.0],
             &mut out,
         )
-        .then_some(out)
+        .ok()
+        .map(|()| out)
     }
 
     fn column(n: usize, f: impl Fn(usize) -> f64) -> Vec<f64> {
