@@ -439,7 +439,7 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
     // A plain loop, not a closure: closures are compiled on their own, without the
     // caller's target features.
     let mut tree = Tree::new();
-    let (mut nans, mut inexact) = (false, false);
+    let (mut nans, mut inexact) = (false, 0u32);
     let mut r0 = 0;
     while r0 < shape.rows {
         let rows = shape.leaf_rows.min(shape.rows - r0);
@@ -471,13 +471,13 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
         .unwrap_or_else(|| vec![Acc::EMPTY; shape.width])
 }
 
-/// Lane state, per-lane reference values or centres, per-column sums, and whether the last
-/// tile held NaNs or could not be summed without compensation.
+/// Lane state, per-lane reference values or centres, per-column sums, whether the last tile
+/// held NaNs, and how many more tiles skip the uncompensated sum.
 type FloatScratch<'a> = (
     &'a mut Lanes<f64>,
     &'a mut Vec<f64>,
     &'a mut Vec<(f64, f64)>,
-    (&'a mut bool, &'a mut bool),
+    (&'a mut bool, &'a mut u32),
 );
 
 #[inline(always)]
@@ -714,10 +714,12 @@ fn fast_tile<
             h = s;
             if EXACT {
                 // Every partial sum of the lane was exact if it stayed below 2^53 units of
-                // the lane's smallest magnitude (the rows bound the lane's count).
+                // the lane's smallest magnitude (a lane holds every k-th row).
                 let big = lanes.d[j].abs().max(lanes.e[j].abs());
                 let unit = L::unit(lanes.b[j] as u32);
-                if lanes.d[j] <= lanes.e[j] && t.rows as f64 * big >= unit * 9007199254740992.0 {
+                // (Leftover rows of an incomplete group all go to the first w lanes.)
+                let count = (t.rows / t.k + t.rows % t.k) as f64;
+                if lanes.d[j] <= lanes.e[j] && count * big >= unit * 9007199254740992.0 {
                     return Err(Miss::Inexact);
                 }
                 lo_part += e;
@@ -765,6 +767,10 @@ fn fast_tile<
     Ok(())
 }
 
+/// Tiles that skip the uncompensated attempt after one fails: data too spread out for it
+/// tends to stay so, but a few tiny values should not cost the whole block its speed.
+const SKIP_EXACT: u32 = 2;
+
 /// Why a one-pass tile was declined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Miss {
@@ -809,13 +815,15 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
             }
         };
     }
-    // Guesses from the previous tile pick which sweep to try first: data with NaNs usually
-    // has them in every tile, and data too spread out for uncompensated sums likewise.
+    // Guesses from earlier tiles pick which sweep to try first: data with NaNs usually has
+    // them in every tile, and data too spread out for uncompensated sums often so.
     // Every sweep that succeeds gives the same bits, so a guess cannot change a result.
     let (nans, inexact) = flags;
     'fast: {
         let mut masked = *nans;
-        if L::NARROW && need.moments && !*inexact {
+        if L::NARROW && need.moments && *inexact > 0 {
+            *inexact -= 1;
+        } else if L::NARROW && need.moments {
             let mut r = if masked {
                 one_pass!(true, true)
             } else {
@@ -830,7 +838,7 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
                     *nans = out.iter().any(|o| o.nan > 0);
                     return;
                 }
-                Err(Miss::Inexact) => *inexact = true,
+                Err(Miss::Inexact) => *inexact = SKIP_EXACT,
                 Err(_) => break 'fast,
             }
         }
