@@ -1017,49 +1017,6 @@ fn i1_sweep<L: IntLoad, const M: usize, const MM: bool>(
 /// Most row groups summed in i32 lanes before folding into i64: 32768 × 65535 < 2^31.
 const SMALL_RUN: usize = 1 << 15;
 
-/// Pass 1 for types of at most 2 bytes: i32 lanes (twice as many per vector, and AVX2 has
-/// i32 min/max), folded into the i64 lane state every [`SMALL_RUN`] groups so 16-bit sums
-/// cannot overflow, whatever the leaf (an HDF5 chunk) holds.
-#[inline(always)]
-fn i1_sweep_small<L: IntLoad, const M: usize, const MM: bool>(
-    data: &[u8],
-    (off0, step, count): (usize, usize, usize),
-    a: &mut I1<M>,
-) {
-    let mut g0 = 0;
-    while g0 < count {
-        let n = SMALL_RUN.min(count - g0);
-        i1_sweep_small_run::<L, M, MM>(data, (off0 + g0 * step, step, n), a);
-        g0 += n;
-    }
-}
-
-#[inline(always)]
-fn i1_sweep_small_run<L: IntLoad, const M: usize, const MM: bool>(
-    data: &[u8],
-    (off0, step, count): (usize, usize, usize),
-    a: &mut I1<M>,
-) {
-    let (mut s, mut lo, mut hi) = ([0i32; M], [i32::MAX; M], [i32::MIN; M]);
-    for g in 0..count {
-        let off = off0 + g * step;
-        let e = &data[off..off + M * L::SIZE];
-        for i in 0..M {
-            let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]) as i32;
-            s[i] += x;
-            if MM {
-                lo[i] = if x < lo[i] { x } else { lo[i] };
-                hi[i] = if x > hi[i] { x } else { hi[i] };
-            }
-        }
-    }
-    for i in 0..M {
-        a.s[i] += s[i] as i64;
-        a.lo[i] = a.lo[i].min(lo[i] as i64);
-        a.hi[i] = a.hi[i].max(hi[i] as i64);
-    }
-}
-
 /// `x - c` rounded once to f64, for any two i64 values.
 #[inline(always)]
 fn diff_f64<const WIDE: bool>(x: i64, c: i64) -> f64 {
@@ -1321,7 +1278,9 @@ fn int_tile<L: IntLoad, const FMA: bool>(
     (lanes, fl, centres): IntScratch<'_>,
     out: &mut [Acc],
 ) {
-    if L::SIZE <= 2 && need.moments && t.rows > 0 {
+    // Types of at most 2 bytes take one exact pass whatever is needed (its min and max are
+    // as cheap as a pass of their own).
+    if L::SIZE <= 2 && t.rows > 0 {
         small_int_tile::<L, FMA>(data, shape, t, shift, lanes, out);
         return;
     }
@@ -1330,10 +1289,8 @@ fn int_tile<L: IntLoad, const FMA: bool>(
     lanes.b[..l].fill(0);
     lanes.c[..l].fill(i64::MAX);
     lanes.d[..l].fill(i64::MIN);
-    // Pass 1 on i32 lanes (types of at most 2 bytes) takes 16 lanes at a time.
     let mut runs = Vec::new();
-    let width = if L::SIZE <= 2 { 2 * N } else { N };
-    t.runs(shape, L::SIZE, &[width], &mut runs);
+    t.runs(shape, L::SIZE, &[N], &mut runs);
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
@@ -1343,13 +1300,10 @@ fn int_tile<L: IntLoad, const FMA: bool>(
                     lo: load(&lanes.c, j),
                     hi: load(&lanes.d, j),
                 };
-                match (L::SIZE <= 2, need.minmax) {
-                    (true, true) => i1_sweep_small::<L, $m, true>(data, (off, step, count), &mut a),
-                    (true, false) => {
-                        i1_sweep_small::<L, $m, false>(data, (off, step, count), &mut a)
-                    }
-                    (false, true) => i1_sweep::<L, $m, true>(data, (off, step, count), &mut a),
-                    (false, false) => i1_sweep::<L, $m, false>(data, (off, step, count), &mut a),
+                if need.minmax {
+                    i1_sweep::<L, $m, true>(data, (off, step, count), &mut a)
+                } else {
+                    i1_sweep::<L, $m, false>(data, (off, step, count), &mut a)
                 }
                 store(&mut lanes.a, j, &a.h);
                 store(&mut lanes.b, j, &a.s);
@@ -1357,9 +1311,7 @@ fn int_tile<L: IntLoad, const FMA: bool>(
                 store(&mut lanes.d, j, &a.hi);
             }};
         }
-        if m == 2 * N {
-            sweep!(16)
-        } else if m == N {
+        if m == N {
             sweep!(8)
         } else {
             sweep!(1)
