@@ -2,9 +2,11 @@
 //!
 //! A block is `rows` rows of `width` columns whose rows start `stride` elements apart (a run
 //! of one Fortran-order column is `width = stride = 1`). It is cut into leaves of a fixed
-//! number of rows; each leaf is reduced with two passes over cache-resident data (sums,
-//! counts, min and max; then deviations from the leaf mean), which keeps the variance exact
-//! under large offsets, and leaves are merged in a canonical [`Tree`].
+//! number of rows; each leaf is reduced in one pass (compensated sums, min, max and squared
+//! deviations from a reference value in the leaf; exact sums of values and squares for small
+//! integers). Leaves the one pass cannot do exactly (infinities, a reference far from the
+//! mean, wide integers) take two passes over cache-resident data: sums, counts, min and max,
+//! then deviations from the leaf mean. Leaves are merged in a canonical [`Tree`].
 //!
 //! Loops run over fixed lanes of per-lane accumulators with no per-element branches, so the
 //! compiler can vectorise them; narrow contiguous rows are processed several rows at a time so
