@@ -574,6 +574,27 @@ fn fast_sweep<
     *a = st;
 }
 
+/// Asks for `len` bytes of `data` from `off` to be brought into the L2 cache: rows of wide
+/// tiles are read in short pieces far apart, which the hardware prefetchers do not follow.
+#[inline(always)]
+fn prefetch(data: &[u8], off: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = (off + len).min(data.len());
+        let mut o = off;
+        while o < end {
+            // SAFETY: a prefetch is a hint; the address is inside `data`.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                _mm_prefetch::<_MM_HINT_T1>(data.as_ptr().add(o) as *const i8);
+            }
+            o += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, off, len);
+}
+
 /// `a + b` (`one` is 1): the same bits either way, but as a fused multiply-add it runs on the
 /// multiply units, which the adds of the two-sum would otherwise leave idle.
 #[inline(always)]
@@ -642,16 +663,20 @@ fn fast_tile<
     lanes.d[..l].fill(f64::INFINITY);
     lanes.e[..l].fill(f64::NEG_INFINITY);
     let mut runs = Vec::new();
-    // Six registers per accumulator need AVX-512's 32 registers.
-    let widths: &[usize] = if R == 16 { &[WIDE_RUN, R, 4] } else { &[R, 4] };
+    // Six registers per accumulator need AVX-512's 32 registers; wide tiles, whose state is
+    // reloaded every few rows, take four so none spills to the stack.
+    let wide = t.k == 1 && t.w >= 128;
+    let widths: &[usize] = if R == 16 && wide {
+        &[32, R, 4]
+    } else if R == 16 {
+        &[WIDE_RUN, R, 4]
+    } else {
+        &[R, 4]
+    };
     // Wide tiles go a few rows at a time, so each row's segment is read in order rather than
     // every run striding down the whole leaf. Each lane still sees its rows in order: the
     // same bits.
-    let chunk = if t.k == 1 && t.w >= 128 {
-        ROW_CHUNK
-    } else {
-        t.rows
-    };
+    let chunk = if wide { ROW_CHUNK } else { t.rows };
     let mut r = 0;
     while r < t.rows {
         let sub = Tile {
@@ -660,12 +685,33 @@ fn fast_tile<
             ..t
         };
         sub.runs(shape, L::SIZE, widths, &mut runs);
-        for &(j, m, off, step, count) in &runs {
+        // While one chunk of a wide tile is swept, the next is fetched: this tile's next
+        // rows, or after its last chunk the first rows of the tile after it.
+        let ahead = if !wide {
+            None
+        } else if r + chunk < t.rows {
+            Some((t.r0 + r + chunk, t.c0, chunk.min(t.rows - r - chunk)))
+        } else if t.c0 + t.w < shape.width {
+            Some((t.r0, t.c0 + t.w, chunk.min(t.rows)))
+        } else if t.r0 + t.rows < shape.rows {
+            Some((t.r0 + t.rows, 0, chunk.min(shape.rows - t.r0 - t.rows)))
+        } else {
+            None
+        };
+        for run in &runs {
+            let &(j, m, _, _, _) = run;
+            if let Some((pr, pc, prows)) = ahead {
+                let m = m.min(shape.width.saturating_sub(pc + j));
+                for g in pr..pr + prows {
+                    prefetch(data, (g * shape.stride + pc + j) * L::SIZE, m * L::SIZE);
+                }
+            }
+            let &(j, m, off, step, count) = run;
             macro_rules! sweep {
                 ($m:expr) => {{
                     let b: [f64; $m] = load(&lanes.b, j);
                     let mut a = Fast::<{ $m }> {
-                        key: b.map(|v| v as u32),
+                        key: if EXACT { b.map(|v| v as u32) } else { [0; $m] },
                         n: load(&lanes.f, j),
                         s: load(&lanes.a, j),
                         c: b,
@@ -694,6 +740,8 @@ fn fast_tile<
             }
             if m == WIDE_RUN {
                 sweep!(WIDE_RUN)
+            } else if m == 32 {
+                sweep!(32)
             } else if m == R {
                 sweep!(R)
             } else if m == 4 {
@@ -1552,11 +1600,20 @@ mod tests {
             moments: true,
             minmax: true,
         };
-        for (rows, width) in [(15000, 1), (5000, 3), (1000, 15), (750, 20)] {
+        // The last two are wide tiles (swept in row chunks, the next chunk prefetched), the
+        // last one strided like a column tile of a wider array.
+        for (rows, width, stride) in [
+            (15000, 1, 1),
+            (5000, 3, 3),
+            (1000, 15, 15),
+            (750, 20, 20),
+            (50, 300, 300),
+            (29, 300, 500),
+        ] {
             let shape = Shape {
                 rows,
                 width,
-                stride: width,
+                stride,
                 leaf_rows: 256,
             };
             let shift = decode_shift(&data, dt, width, 8);
