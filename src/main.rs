@@ -234,6 +234,12 @@ fn stats(a: StatsArgs) -> Result<(), String> {
     });
     pb.finish_and_clear();
     let summary = res.map_err(|e| e.to_string())?;
+    if let Some(t) = a.threads {
+        // Large outputs are formatted on rayon's global pool: it too keeps to --threads.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t as usize)
+            .build_global();
+    }
     let bytes = match fmt {
         OutFormat::Table => report::to_table(&summary).into_bytes(),
         OutFormat::Json => report::to_json(&summary).into_bytes(),

@@ -5,6 +5,8 @@ mod npz;
 use std::io::Write;
 use std::path::Path;
 
+use rayon::prelude::*;
+
 use crate::{Stat, Summary, Values};
 
 pub use npz::write_npz;
@@ -76,9 +78,12 @@ pub fn push_finite(o: &mut String, x: f64) {
         None => (s, 0),
     };
     let (ip, fp) = mant.split_once('.').unwrap_or((mant, ""));
-    // Value = 0.DIGITS x 10^point.
+    // Value = 0.DIGITS x 10^point. (zmij writes at most 24 bytes.)
     let mut point = ip.len() as i32 + exp;
-    let all = [ip.as_bytes(), fp.as_bytes()].concat();
+    let mut joined = [0u8; 32];
+    let all = &mut joined[..ip.len() + fp.len()];
+    all[..ip.len()].copy_from_slice(ip.as_bytes());
+    all[ip.len()..].copy_from_slice(fp.as_bytes());
     let lead = all.iter().take_while(|&&b| b == b'0').count();
     point -= lead as i32;
     let digits = &all[lead..];
@@ -113,6 +118,12 @@ pub fn push_finite(o: &mut String, x: f64) {
         o.push('e');
         o.push_str(&(point - 1).to_string());
     }
+}
+
+/// Whether the output is large enough to format in parallel (on rayon's global pool, which
+/// small outputs then never start).
+fn big(s: &Summary) -> bool {
+    s.columns.len() * s.stats.len() >= 1 << 16
 }
 
 /// Appends a cell's JSON text (written in place: wide outputs have millions of cells).
@@ -156,17 +167,28 @@ pub fn to_json(s: &Summary) -> String {
         s.nan.name()
     ));
     o.push_str("\"stats\": {");
-    for (k, &stat) in s.stats.iter().enumerate() {
+    let array = |&stat: &Stat| {
+        let mut a = String::with_capacity(n * 24);
+        for i in 0..n {
+            if i > 0 {
+                a.push_str(", ");
+            }
+            json_cell(&mut a, cell(s, stat, i));
+        }
+        a
+    };
+    // Wide outputs have millions of numbers: each statistic is formatted on its own thread.
+    let arrays: Vec<String> = if big(s) {
+        s.stats.par_iter().map(array).collect()
+    } else {
+        s.stats.iter().map(array).collect()
+    };
+    for (k, (stat, a)) in s.stats.iter().zip(&arrays).enumerate() {
         if k > 0 {
             o.push_str(", ");
         }
         o.push_str(&format!("\"{}\": [", stat.name()));
-        for i in 0..n {
-            if i > 0 {
-                o.push_str(", ");
-            }
-            json_cell(&mut o, cell(s, stat, i));
-        }
+        o.push_str(a);
         o.push(']');
     }
     o.push_str("}, \"column_index\": [");
@@ -184,18 +206,31 @@ pub fn to_csv(s: &Summary) -> String {
         o.push_str(st.name());
     }
     o.push('\n');
-    for (i, col) in s.columns.iter().enumerate() {
-        o.push_str(&col.to_string());
-        for &st in &s.stats {
-            o.push(',');
-            o.push_str(&match cell(s, st, i) {
-                Cell::Int(v) => v.to_string(),
-                Cell::Float(x) => float_repr(x),
-                Cell::Missing => "nan".into(),
-            });
+    let piece = |rows: &[usize]| {
+        let mut p = String::new();
+        for &i in rows {
+            p.push_str(&s.columns[i].to_string());
+            for &st in &s.stats {
+                p.push(',');
+                match cell(s, st, i) {
+                    Cell::Int(v) => p.push_str(&v.to_string()),
+                    Cell::Float(x) if x.is_finite() => push_finite(&mut p, x),
+                    Cell::Float(x) => p.push_str(&float_repr(x)),
+                    Cell::Missing => p.push_str("nan"),
+                }
+            }
+            p.push('\n');
         }
-        o.push('\n');
-    }
+        p
+    };
+    // Rows are formatted in parallel pieces, as for JSON.
+    let idx: Vec<usize> = (0..s.columns.len()).collect();
+    let pieces: Vec<String> = if big(s) {
+        idx.par_chunks(4096).map(piece).collect()
+    } else {
+        idx.chunks(4096).map(piece).collect()
+    };
+    o.extend(pieces);
     o
 }
 
