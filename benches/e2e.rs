@@ -171,6 +171,67 @@ fn warm_limit(path: &Path, repeats: usize) -> f64 {
     len as f64 / t / 1e9
 }
 
+/// Rows of a wide C-order tile the kernel sweeps together, and the bytes of one row it reads
+/// at a time (32 f64 lanes); its column tiles are 512 KiB per leaf. (Mirrors
+/// `src/kernel/mod.rs`: the order, not the arithmetic, is what this limit measures.)
+const ORDER_CHUNK: usize = 16;
+const ORDER_PIECE: usize = 256;
+const ORDER_TILE_BYTES: usize = 512 << 10;
+
+/// For arrays whose rows are too wide to reduce row by row: the warm limit of a plain sum
+/// that reads the bytes in the order colstats must (its own plan's blocks and maps, column
+/// tiles, 16 rows at a time in 256-byte pieces), so the cost of that order is measured apart
+/// from the arithmetic. `None` for other arrays.
+fn order_limit(path: &Path, repeats: usize) -> Option<f64> {
+    let info = colstats::Request::new(path).info().ok()?;
+    let (meta, plan) = info.array?;
+    let size = meta.dtype.size;
+    if meta.order != colstats::source::Order::C || meta.columns as usize * size < 64 << 10 {
+        return None;
+    }
+    let f = File::open(path).unwrap();
+    let sink = AtomicU64::new(0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(info.threads)
+        .build()
+        .unwrap();
+    let run = || {
+        pool.install(|| {
+            plan.blocks.par_iter().for_each(|b| {
+                let start = b.offset & !4095;
+                let len = (b.offset - start + b.span) as usize;
+                let mut o = memmap2::MmapOptions::new();
+                o.offset(start).len(len);
+                if b.dense {
+                    o.populate();
+                }
+                // SAFETY: read-only map of a file nobody truncates during the benchmark.
+                let m = unsafe { o.map(&f) }.unwrap();
+                let d = &m[(b.offset - start) as usize..];
+                let sh = b.shape;
+                let tile = (ORDER_TILE_BYTES / (sh.leaf_rows.max(1) * size)).clamp(16, 1024) * size;
+                let (row, stride) = (sh.width * size, sh.stride * size);
+                let mut acc = 0.0;
+                for c0 in (0..row).step_by(tile) {
+                    let w = tile.min(row - c0);
+                    for r0 in (0..sh.rows).step_by(ORDER_CHUNK) {
+                        for p in (0..w).step_by(ORDER_PIECE) {
+                            for r in r0..(r0 + ORDER_CHUNK).min(sh.rows) {
+                                let o = r * stride + c0 + p;
+                                acc += sum_bytes(&d[o..o + ORDER_PIECE.min(w - p)]);
+                            }
+                        }
+                    }
+                }
+                sink.fetch_add(acc.to_bits() & 1, Ordering::Relaxed);
+            })
+        })
+    };
+    run();
+    let t = best(repeats, run);
+    Some(meta.rows as f64 * meta.columns as f64 * size as f64 / t / 1e9)
+}
+
 /// Drops `path` from the page cache (no root needed).
 fn drop_cache(path: &Path) {
     let f = File::open(path).unwrap();
@@ -386,6 +447,8 @@ struct Row {
     case: String,
     bytes: u64,
     warm_limit: f64,
+    /// Plain sum in colstats's access order (very wide rows only).
+    order_limit: Option<f64>,
     cold_limit: f64,
     warm: Run,
     cold: Run,
@@ -482,6 +545,7 @@ fn main() {
             ..Row::default()
         };
         row.warm_limit = warm_limit(&path, repeats);
+        row.order_limit = order_limit(&path, repeats);
         row.warm = (0..repeats)
             .map(|_| measured(&cmd, None, 3600))
             .min_by(|a, b| a.secs.total_cmp(&b.secs))
@@ -545,6 +609,17 @@ fn main() {
             tool(r.bytes, &r.h5py),
         ));
     }
+    for r in &rows {
+        if let Some(o) = r.order_limit {
+            md.push_str(&format!(
+                "\n{}: a plain sum reading the bytes in colstats's order (its blocks, column tiles, 16 rows at a time in 256-byte pieces) runs at {:.2} GB/s, {:.2} of the warm limit; colstats warm is {:.2} of that.\n",
+                r.case,
+                o,
+                o / r.warm_limit,
+                gbs(r.bytes, &r.warm) / o
+            ));
+        }
+    }
     if let Some(c) = &capped {
         md.push_str(&format!(
             "\nUnder a hard memory cap of {} (cgroup v1, page cache included), {} f64 file, cold:\n\n| tool | result |\n|---|---|\n| colstats --memory {} | {} |\n| numpy | {} |\n| dask | {} |\n",
@@ -574,10 +649,11 @@ fn main() {
     let mut js = String::from("{\"cases\": [\n");
     for (i, r) in rows.iter().enumerate() {
         js.push_str(&format!(
-            "{{\"case\": {:?}, \"bytes\": {}, \"warm_limit_gbs\": {}, \"cold_limit_gbs\": {}, \"colstats_warm\": {}, \"colstats_cold\": {}, \"numpy\": {}, \"dask\": {}, \"h5py\": {}}}{}\n",
+            "{{\"case\": {:?}, \"bytes\": {}, \"warm_limit_gbs\": {}, \"order_limit_gbs\": {}, \"cold_limit_gbs\": {}, \"colstats_warm\": {}, \"colstats_cold\": {}, \"numpy\": {}, \"dask\": {}, \"h5py\": {}}}{}\n",
             r.case,
             r.bytes,
             num(r.warm_limit),
+            r.order_limit.map_or("null".into(), num),
             num(r.cold_limit),
             json_run(&r.warm),
             json_run(&r.cold),
