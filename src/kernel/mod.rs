@@ -145,6 +145,9 @@ const LANES: usize = 16;
 const WIDE_RUN: usize = 48;
 /// Rows of a wide tile swept together before moving to the next columns.
 const ROW_CHUNK: usize = 16;
+/// The same for 8- and 16-bit integers, whose lane state (four i64 per lane) costs more to
+/// reload than their rows do to read.
+const INT_ROW_CHUNK: usize = 64;
 
 /// The geometry of a block's elements.
 #[derive(Clone, Copy, Debug)]
@@ -294,10 +297,50 @@ struct Tile {
     k: usize,
 }
 
+/// Rows `r0..r0+rows` of columns from `c0`: where a wide tile's next chunk lies.
+#[derive(Clone, Copy)]
+struct Chunk {
+    r0: usize,
+    rows: usize,
+    c0: usize,
+}
+
+impl Chunk {
+    /// Prefetches lanes `j..j+m` of the chunk (elements of `size` bytes).
+    #[inline(always)]
+    fn prefetch(self, data: &[u8], shape: Shape, size: usize, (j, m): (usize, usize)) {
+        let m = m.min(shape.width.saturating_sub(self.c0 + j));
+        for g in self.r0..self.r0 + self.rows {
+            prefetch(data, (g * shape.stride + self.c0 + j) * size, m * size);
+        }
+    }
+}
+
 /// A run of lanes over row groups: first lane, lane count, byte offset, byte step, groups.
 type Run = (usize, usize, usize, usize, usize);
 
 impl Tile {
+    /// The chunk of `chunk` rows to fetch while rows `r..r+chunk` of this (wide) tile are
+    /// swept: this tile's next rows, or after its last chunk the first rows of the tile
+    /// after it in the leaf's order.
+    fn next_chunk(&self, shape: Shape, r: usize, chunk: usize) -> Option<Chunk> {
+        let (r0, c0, rows) = if r + chunk < self.rows {
+            (
+                self.r0 + r + chunk,
+                self.c0,
+                chunk.min(self.rows - r - chunk),
+            )
+        } else if self.c0 + self.w < shape.width {
+            (self.r0, self.c0 + self.w, chunk.min(self.rows))
+        } else if self.r0 + self.rows < shape.rows {
+            let r0 = self.r0 + self.rows;
+            (r0, 0, chunk.min(shape.rows - r0))
+        } else {
+            return None;
+        };
+        Some(Chunk { r0, rows, c0 })
+    }
+
     /// The runs of lanes over the lane groups (`widths[0]` lanes at a time, then the next
     /// width, ..., then single lanes), then
     /// over the leftover rows, collected into `out` (no closures: the hot loops must inline
@@ -685,28 +728,16 @@ fn fast_tile<
             ..t
         };
         sub.runs(shape, L::SIZE, widths, &mut runs);
-        // While one chunk of a wide tile is swept, the next is fetched: this tile's next
-        // rows, or after its last chunk the first rows of the tile after it.
-        let ahead = if !wide {
-            None
-        } else if r + chunk < t.rows {
-            Some((t.r0 + r + chunk, t.c0, chunk.min(t.rows - r - chunk)))
-        } else if t.c0 + t.w < shape.width {
-            Some((t.r0, t.c0 + t.w, chunk.min(t.rows)))
-        } else if t.r0 + t.rows < shape.rows {
-            Some((t.r0 + t.rows, 0, chunk.min(shape.rows - t.r0 - t.rows)))
+        let ahead = if wide {
+            t.next_chunk(shape, r, chunk)
         } else {
             None
         };
         for run in &runs {
-            let &(j, m, _, _, _) = run;
-            if let Some((pr, pc, prows)) = ahead {
-                let m = m.min(shape.width.saturating_sub(pc + j));
-                for g in pr..pr + prows {
-                    prefetch(data, (g * shape.stride + pc + j) * L::SIZE, m * L::SIZE);
-                }
-            }
             let &(j, m, off, step, count) = run;
+            if let Some(next) = ahead {
+                next.prefetch(data, shape, L::SIZE, (j, m));
+            }
             macro_rules! sweep {
                 ($m:expr) => {{
                     let b: [f64; $m] = load(&lanes.b, j);
@@ -1264,36 +1295,56 @@ fn small_int_tile<L: IntLoad, const FMA: bool>(
     lanes.c[..l].fill(i64::MAX);
     lanes.d[..l].fill(i64::MIN);
     let mut runs = Vec::new();
-    t.runs(shape, L::SIZE, &[4 * LANES, LANES, 4], &mut runs);
-    for &(j, m, off, step, count) in &runs {
-        macro_rules! sweep {
-            ($m:expr) => {{
-                let mut a = I1::<{ $m }> {
-                    h: load(&lanes.a, j),
-                    s: load(&lanes.b, j),
-                    lo: load(&lanes.c, j),
-                    hi: load(&lanes.d, j),
-                };
-                if L::SIZE == 1 {
-                    byte_sweep::<L, { $m }>(data, (off, step, count), &mut a);
-                } else {
-                    small_sweep::<L, { $m }, FMA>(data, (off, step, count), &mut a);
-                }
-                store(&mut lanes.a, j, &a.h);
-                store(&mut lanes.b, j, &a.s);
-                store(&mut lanes.c, j, &a.lo);
-                store(&mut lanes.d, j, &a.hi);
-            }};
-        }
-        if m == 4 * LANES {
-            sweep!(4 * LANES)
-        } else if m == LANES {
-            sweep!(LANES)
-        } else if m == 4 {
-            sweep!(4)
+    // As for floats, wide tiles go a chunk of rows at a time with the next one prefetched.
+    let wide = t.k == 1 && t.w >= 128;
+    let chunk = if wide { INT_ROW_CHUNK } else { t.rows };
+    let mut r = 0;
+    while r < t.rows {
+        let sub = Tile {
+            r0: t.r0 + r,
+            rows: chunk.min(t.rows - r),
+            ..t
+        };
+        sub.runs(shape, L::SIZE, &[4 * LANES, LANES, 4], &mut runs);
+        let ahead = if wide {
+            t.next_chunk(shape, r, chunk)
         } else {
-            sweep!(1)
+            None
+        };
+        for &(j, m, off, step, count) in &runs {
+            if let Some(next) = ahead {
+                next.prefetch(data, shape, L::SIZE, (j, m));
+            }
+            macro_rules! sweep {
+                ($m:expr) => {{
+                    let mut a = I1::<{ $m }> {
+                        h: load(&lanes.a, j),
+                        s: load(&lanes.b, j),
+                        lo: load(&lanes.c, j),
+                        hi: load(&lanes.d, j),
+                    };
+                    if L::SIZE == 1 {
+                        byte_sweep::<L, { $m }>(data, (off, step, count), &mut a);
+                    } else {
+                        small_sweep::<L, { $m }, FMA>(data, (off, step, count), &mut a);
+                    }
+                    store(&mut lanes.a, j, &a.h);
+                    store(&mut lanes.b, j, &a.s);
+                    store(&mut lanes.c, j, &a.lo);
+                    store(&mut lanes.d, j, &a.hi);
+                }};
+            }
+            if m == 4 * LANES {
+                sweep!(4 * LANES)
+            } else if m == LANES {
+                sweep!(LANES)
+            } else if m == 4 {
+                sweep!(4)
+            } else {
+                sweep!(1)
+            }
         }
+        r += sub.rows;
     }
     let n = t.rows as i128;
     for (c, o) in out.iter_mut().enumerate() {
@@ -1512,6 +1563,64 @@ mod tests {
 
     fn column(n: usize, f: impl Fn(usize) -> f64) -> Vec<f64> {
         (0..n).map(f).collect()
+    }
+
+    /// 8- and 16-bit tiles of every shape (grouped narrow rows, wide tiles swept in row
+    /// chunks, strided column tiles, leftover rows) against exact integer references.
+    #[test]
+    fn small_integer_tiles_are_exact() {
+        use crate::source::{ByteOrder, Kind};
+        let mut z = 99u64;
+        let raw: Vec<u8> = (0..200_000)
+            .map(|_| {
+                z = z
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (z >> 56) as u8
+            })
+            .collect();
+        for (kind, size) in [(Kind::UInt, 1), (Kind::Int, 1), (Kind::Int, 2)] {
+            let dt = DType::new(kind, size, ByteOrder::Little).unwrap();
+            let val = |e: usize| -> i64 {
+                let b = &raw[e * size..e * size + size];
+                match (kind, size) {
+                    (Kind::UInt, _) => b[0] as i64,
+                    (_, 1) => b[0] as i8 as i64,
+                    _ => i16::from_le_bytes([b[0], b[1]]) as i64,
+                }
+            };
+            for (rows, width, stride, leaf) in [
+                (1000, 3, 3, 256),
+                (999, 16, 16, 256),
+                (300, 200, 200, 256),
+                (200, 300, 450, 256),
+                (77, 1000, 1000, 64),
+            ] {
+                let shape = Shape {
+                    rows,
+                    width,
+                    stride,
+                    leaf_rows: leaf,
+                };
+                let shift = decode_shift(&raw, dt, width, size);
+                let need = Need {
+                    moments: true,
+                    minmax: true,
+                };
+                let got = reduce(&raw, dt, shape, need, &shift);
+                for (c, a) in got.iter().enumerate() {
+                    let col: Vec<i64> = (0..rows).map(|r| val(r * stride + c)).collect();
+                    let s: i128 = col.iter().map(|&v| v as i128).sum();
+                    let q: i128 = col.iter().map(|&v| (v as i128) * (v as i128)).sum();
+                    let n = rows as i128;
+                    let m2 = (n * q - s * s) as f64 / n as f64;
+                    assert_eq!(a.isum, s, "{dt:?} {rows}x{width}/{stride} column {c}");
+                    assert_eq!(a.imin, *col.iter().min().unwrap() as i128);
+                    assert_eq!(a.imax, *col.iter().max().unwrap() as i128);
+                    assert!((a.m2 - m2).abs() <= 1e-12 * m2, "{} vs {m2}", a.m2);
+                }
+            }
+        }
     }
 
     #[test]
