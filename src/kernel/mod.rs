@@ -306,6 +306,13 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// Bytes from element `(r0, c0)` to the chunk's first element.
+    fn delta(self, shape: Shape, size: usize, (r0, c0): (usize, usize)) -> isize {
+        let rows = self.r0 as isize - r0 as isize;
+        let cols = self.c0 as isize - c0 as isize;
+        (rows * shape.stride as isize + cols) * size as isize
+    }
+
     /// Prefetches lanes `j..j+m` of the chunk (elements of `size` bytes).
     #[inline(always)]
     fn prefetch(self, data: &[u8], shape: Shape, size: usize, (j, m): (usize, usize)) {
@@ -559,7 +566,8 @@ struct Fast<const M: usize> {
 /// (moments) the plain sum only detects them. On NaN-free data both give the same bits.
 /// `EXACT` (narrow types) sums without compensation and tracks the smallest magnitude, so
 /// the tile can be shown afterwards to have summed exactly: then the bits are those of the
-/// compensated sweep, whose compensation would have stayed zero.
+/// compensated sweep, whose compensation would have stayed zero. A nonzero `pf` prefetches
+/// the lines `pf` bytes from each row read.
 #[inline(always)]
 fn fast_sweep<
     L: FloatLoad,
@@ -573,6 +581,7 @@ fn fast_sweep<
     (off0, step, count): (usize, usize, usize),
     k: &[f64; M],
     a: &mut Fast<M>,
+    pf: isize,
 ) {
     let mut st = *a;
     // Opaque, so `a * one + b` stays a fused multiply-add instead of folding back to an add.
@@ -580,6 +589,13 @@ fn fast_sweep<
     for g in 0..count {
         let off = off0 + g * step;
         let e = &data[off..off + M * L::SIZE];
+        if pf != 0 {
+            let mut l = 0;
+            while l < M * L::SIZE {
+                prefetch_at(data.as_ptr().wrapping_offset((off + l) as isize + pf));
+                l += 64;
+            }
+        }
         for i in 0..M {
             let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]);
             #[allow(clippy::eq_op)]
@@ -636,6 +652,20 @@ fn prefetch(data: &[u8], off: usize, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (data, off, len);
+}
+
+/// Asks for the cache line at `p` to be brought into L2. Any address will do: a prefetch
+/// never faults, so one past the end of the data (the last chunk's) costs nothing.
+#[inline(always)]
+fn prefetch_at(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint and never faults.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// `a + b` (`one` is 1): the same bits either way, but as a fused multiply-add it runs on the
@@ -733,11 +763,11 @@ fn fast_tile<
         } else {
             None
         };
+        // Each row of the sweep asks for the same lanes of the next chunk: spread through
+        // the arithmetic, the requests do not queue up behind each other.
+        let pf = ahead.map_or(0, |n| n.delta(shape, L::SIZE, (t.r0 + r, t.c0)));
         for run in &runs {
             let &(j, m, off, step, count) = run;
-            if let Some(next) = ahead {
-                next.prefetch(data, shape, L::SIZE, (j, m));
-            }
             macro_rules! sweep {
                 ($m:expr) => {{
                     let b: [f64; $m] = load(&lanes.b, j);
@@ -756,6 +786,7 @@ fn fast_tile<
                         (off, step, count),
                         &k,
                         &mut a,
+                        pf,
                     );
                     store(&mut lanes.f, j, &a.n);
                     store(&mut lanes.a, j, &a.s);
