@@ -327,6 +327,28 @@ impl Chunk {
 type Run = (usize, usize, usize, usize, usize);
 
 impl Tile {
+    /// Whether the tile is swept a chunk of rows at a time (one row per lane group, many
+    /// columns), rather than each run going down all its rows.
+    fn is_wide(&self) -> bool {
+        self.k == 1 && self.w >= 128
+    }
+
+    /// Rows `r..r+chunk` of the tile, and for a wide tile the chunk to fetch while they
+    /// are swept.
+    fn chunk(&self, shape: Shape, r: usize, chunk: usize) -> (Tile, Option<Chunk>) {
+        let sub = Tile {
+            r0: self.r0 + r,
+            rows: chunk.min(self.rows - r),
+            ..*self
+        };
+        let ahead = if self.is_wide() {
+            self.next_chunk(shape, r, chunk)
+        } else {
+            None
+        };
+        (sub, ahead)
+    }
+
     /// The chunk of `chunk` rows to fetch while rows `r..r+chunk` of this (wide) tile are
     /// swept: this tile's next rows, or after its last chunk the first rows of the tile
     /// after it in the leaf's order.
@@ -637,21 +659,12 @@ fn fast_sweep<
 /// tiles are read in short pieces far apart, which the hardware prefetchers do not follow.
 #[inline(always)]
 fn prefetch(data: &[u8], off: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let end = (off + len).min(data.len());
-        let mut o = off;
-        while o < end {
-            // SAFETY: a prefetch is a hint; the address is inside `data`.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                _mm_prefetch::<_MM_HINT_T1>(data.as_ptr().add(o) as *const i8);
-            }
-            o += 64;
-        }
+    let end = (off + len).min(data.len());
+    let mut o = off;
+    while o < end {
+        prefetch_at(data[o..].as_ptr());
+        o += 64;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, off, len);
 }
 
 /// Asks for the cache line at `p` to be brought into L2. Any address will do: a prefetch
@@ -738,7 +751,7 @@ fn fast_tile<
     let mut runs = Vec::new();
     // Six registers per accumulator need AVX-512's 32 registers; wide tiles, whose state is
     // reloaded every few rows, take four so none spills to the stack.
-    let wide = t.k == 1 && t.w >= 128;
+    let wide = t.is_wide();
     let widths: &[usize] = if R == 16 && wide {
         &[32, R, 4]
     } else if R == 16 {
@@ -752,17 +765,8 @@ fn fast_tile<
     let chunk = if wide { ROW_CHUNK } else { t.rows };
     let mut r = 0;
     while r < t.rows {
-        let sub = Tile {
-            r0: t.r0 + r,
-            rows: chunk.min(t.rows - r),
-            ..t
-        };
+        let (sub, ahead) = t.chunk(shape, r, chunk);
         sub.runs(shape, L::SIZE, widths, &mut runs);
-        let ahead = if wide {
-            t.next_chunk(shape, r, chunk)
-        } else {
-            None
-        };
         // Each row of the sweep asks for the same lanes of the next chunk: spread through
         // the arithmetic, the requests do not queue up behind each other.
         let pf = ahead.map_or(0, |n| n.delta(shape, L::SIZE, (t.r0 + r, t.c0)));
@@ -1327,21 +1331,11 @@ fn small_int_tile<L: IntLoad, const FMA: bool>(
     lanes.d[..l].fill(i64::MIN);
     let mut runs = Vec::new();
     // As for floats, wide tiles go a chunk of rows at a time with the next one prefetched.
-    let wide = t.k == 1 && t.w >= 128;
-    let chunk = if wide { INT_ROW_CHUNK } else { t.rows };
+    let chunk = if t.is_wide() { INT_ROW_CHUNK } else { t.rows };
     let mut r = 0;
     while r < t.rows {
-        let sub = Tile {
-            r0: t.r0 + r,
-            rows: chunk.min(t.rows - r),
-            ..t
-        };
+        let (sub, ahead) = t.chunk(shape, r, chunk);
         sub.runs(shape, L::SIZE, &[4 * LANES, LANES, 4], &mut runs);
-        let ahead = if wide {
-            t.next_chunk(shape, r, chunk)
-        } else {
-            None
-        };
         for &(j, m, off, step, count) in &runs {
             if let Some(next) = ahead {
                 next.prefetch(data, shape, L::SIZE, (j, m));

@@ -51,14 +51,19 @@ fn cell(s: &Summary, stat: Stat, i: usize) -> Cell {
 
 /// Shortest text that reads back as the same f64; non-finite as `nan`, `inf`, `-inf`.
 pub fn float_repr(x: f64) -> String {
+    let mut o = String::new();
+    push_repr(&mut o, x);
+    o
+}
+
+/// Appends [`float_repr`]'s text for `x`.
+fn push_repr(o: &mut String, x: f64) {
     if x.is_nan() {
-        "nan".into()
+        o.push_str("nan");
     } else if x.is_infinite() {
-        if x > 0.0 { "inf" } else { "-inf" }.into()
+        o.push_str(if x > 0.0 { "inf" } else { "-inf" });
     } else {
-        let mut o = String::new();
-        push_finite(&mut o, x);
-        o
+        push_finite(o, x);
     }
 }
 
@@ -214,8 +219,7 @@ pub fn to_csv(s: &Summary) -> String {
                 p.push(',');
                 match cell(s, st, i) {
                     Cell::Int(v) => p.push_str(&v.to_string()),
-                    Cell::Float(x) if x.is_finite() => push_finite(&mut p, x),
-                    Cell::Float(x) => p.push_str(&float_repr(x)),
+                    Cell::Float(x) => push_repr(&mut p, x),
                     Cell::Missing => p.push_str("nan"),
                 }
             }
