@@ -264,12 +264,15 @@ fn contiguous_ranges(sorted: &[u64]) -> Vec<Range<u64>> {
     out
 }
 
-/// Bytes resident when `rows` rows of `w` columns are read from rows `stride` bytes apart.
+/// Bytes resident when `rows` rows of `w` columns are read from rows `stride` bytes apart:
+/// each row's pages, but never more than every page of the span (rows shorter than a page
+/// share them).
 fn touched_rows(rows: u64, w_bytes: u64, stride_bytes: u64) -> u64 {
+    let span = rows * stride_bytes + 2 * PAGE;
     if w_bytes == stride_bytes {
-        rows * w_bytes + 2 * PAGE
+        span
     } else {
-        rows * (w_bytes.div_ceil(PAGE) + 1) * PAGE
+        span.min(rows * (w_bytes.div_ceil(PAGE) + 1) * PAGE)
     }
 }
 
@@ -312,7 +315,7 @@ fn plan_rows(
         return Ok(());
     }
     let (k, w) = loop {
-        let leaf_bytes = touched_rows(r, w * s, if w == c { w * s } else { c * s });
+        let leaf_bytes = touched_rows(r.min(nrows), w * s, if w == c { w * s } else { c * s });
         let mut k = 0u32;
         if leaf_bytes <= share {
             while (2u64 << k) <= total_leaves.max(1).next_power_of_two()
