@@ -454,10 +454,16 @@ impl Request {
                 .collect()
         };
         let var_of = |a: &Acc| {
-            if a.n > self.ddof {
-                a.m2 / (a.n - self.ddof) as f64
+            if a.n <= self.ddof {
+                return f64::NAN;
+            }
+            let v = a.m2 / (a.n - self.ddof) as f64;
+            // Finite data whose sums overflowed (values near f64::MAX): infinite, as numpy
+            // gives, rather than the NaN of inf - inf.
+            if v.is_nan() && a.min.is_finite() && a.max.is_finite() {
+                f64::INFINITY
             } else {
-                f64::NAN
+                v
             }
         };
         let mean_of = |a: &Acc| {

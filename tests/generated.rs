@@ -235,6 +235,40 @@ fn nan_policies_ddof_and_stat_subsets() {
     assert_eq!(prop["nan"], "propagate");
 }
 
+/// Finite values whose sums leave the f64 range give infinities where numpy does (mean, var,
+/// std), never NaN; an infinite input still makes var NaN, as in numpy.
+#[test]
+fn sums_past_the_f64_range_give_infinities_as_numpy() {
+    let dir = tmpdir();
+    let p = dir.path().join("h.npy");
+    let rows: [[f64; 4]; 4] = [
+        [1.7e308, 1e308, 1e200, f64::INFINITY],
+        [1.7e308, 1e308, -1e200, 1.0],
+        [-1.0, 1e308, 1e200, 2.0],
+        [1e308, 1e308, -1e200, 3.0],
+    ];
+    let bytes: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    write_npy(&p, "<f8", false, &[4, 4], &bytes);
+    for extra in [&[][..], &["--ddof", "1"][..], &["--nan", "propagate"][..]] {
+        let j = run_json(&p, extra);
+        let st = &j["stats"];
+        let inf = serde_json::json!("inf");
+        assert_eq!(st["mean"][0], inf, "{extra:?}");
+        assert_eq!(st["mean"][1], inf, "{extra:?}");
+        assert_eq!(num(&st["mean"][2]), 0.0, "{extra:?}");
+        for c in 0..3 {
+            assert_eq!(st["var"][c], inf, "var col {c} {extra:?}");
+            assert_eq!(st["std"][c], inf, "std col {c} {extra:?}");
+        }
+        assert_eq!(st["var"][3], "nan", "{extra:?}");
+        assert_eq!(num(&st["max"][0]), 1.7e308);
+    }
+}
+
 #[test]
 fn output_formats_and_atomic_file() {
     let dir = tmpdir();
