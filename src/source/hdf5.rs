@@ -445,6 +445,23 @@ fn open_file(path: &Path) -> Result<hdf5::File> {
         .map_err(|e| Error::format(path, format!("cannot open as HDF5: {e}")))
 }
 
+/// Opens dataset `name`. A "bad version number" comes from a file written in a format
+/// newer than the linked library reads (h5py with HDF5 2.0 and `libver='latest'` writes
+/// filtered chunked datasets so): the message says so and how to rewrite the file.
+fn open_dataset(path: &Path, file: &hdf5::File, name: &str) -> Result<hdf5::Dataset> {
+    file.dataset(name).map_err(|e| {
+        let mut msg = format!("cannot open dataset {name}: {e}");
+        if msg.contains("bad version number") {
+            let (a, b, c) = hdf5::library_version();
+            msg.push_str(&format!(
+                " (the file uses a newer HDF5 format than this build's HDF5 {a}.{b}.{c} reads; \
+                 write it without h5py's libver='latest')"
+            ));
+        }
+        Error::format(path, msg)
+    })
+}
+
 /// Every dataset in the file, depth first, with its metadata.
 pub fn list(path: &Path) -> Result<Vec<DatasetInfo>> {
     let file = open_file(path)?;
@@ -452,9 +469,7 @@ pub fn list(path: &Path) -> Result<Vec<DatasetInfo>> {
     walk(&file, "", 0, &mut names);
     let mut out = Vec::new();
     for name in names {
-        let ds = file
-            .dataset(&name)
-            .map_err(|e| Error::format(path, format!("cannot open dataset {name}: {e}")))?;
+        let ds = open_dataset(path, &file, &name)?;
         let raw = inspect(path, &ds)?;
         let itemsize = raw.dtype.as_ref().map(|d| d.size as u64).unwrap_or(0);
         out.push(DatasetInfo {
@@ -553,9 +568,7 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             }
         }
     };
-    let ds = h5
-        .dataset(&name)
-        .map_err(|e| Error::format(path, format!("cannot open dataset {name}: {e}")))?;
+    let ds = open_dataset(path, &h5, &name)?;
     let raw = inspect(path, &ds)?;
     if raw.shape.is_empty() {
         return Err(Error::format(
