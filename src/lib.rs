@@ -361,6 +361,7 @@ impl Request {
                 self.block_limit,
             )
             .map_err(|e| budget_error(&self.path, e))?;
+            info.threads = plan.threads;
             info.access = match &src.storage {
                 source::Storage::Mapped => "memory-mapped per block".into(),
                 #[cfg(feature = "hdf5")]
@@ -427,7 +428,7 @@ impl Request {
             sel: &sel,
             first_row: rows.start,
             need,
-            threads,
+            threads: plan.threads,
             storage: &src.storage,
             dataset: src.dataset.as_deref(),
             first_row_bytes,

@@ -103,6 +103,8 @@ pub struct Plan {
     pub est_memory: u64,
     /// The memory budget.
     pub budget: u64,
+    /// Threads the plan is made for (at most the number asked for).
+    pub threads: usize,
 }
 
 /// Why no plan fits.
@@ -133,8 +135,27 @@ pub fn leaf_rows_c(columns: u64, itemsize: u64) -> u64 {
     prev_pow2(LEAF_BYTES / (columns.max(1) * itemsize.max(1))).clamp(MIN_LEAF_ROWS, MAX_LEAF_ROWS)
 }
 
-/// Plans the reduction of columns `sel` (sorted, unique) over `rows` of `meta`.
+/// Plans the reduction of columns `sel` (sorted, unique) over `rows` of `meta` on up to
+/// `threads` threads: fewer when the budget cannot hold a block and scratch for each (the
+/// results are the same on any number).
 pub fn plan(
+    meta: &ArrayMeta,
+    sel: &[u64],
+    rows: Range<u64>,
+    budget: u64,
+    threads: usize,
+    block_limit: u64,
+) -> Result<Plan, PlanError> {
+    let mut t = threads.max(1);
+    loop {
+        match plan_for(meta, sel, rows.clone(), budget, t, block_limit) {
+            Err(_) if t > 1 => t = if t > 8 { t / 2 } else { t - 1 },
+            r => return r,
+        }
+    }
+}
+
+fn plan_for(
     meta: &ArrayMeta,
     sel: &[u64],
     rows: Range<u64>,
@@ -176,6 +197,7 @@ pub fn plan(
         window: 2 * threads as usize,
         est_memory: fixed,
         budget,
+        threads: threads as usize,
     };
     if nrows == 0 || sel.is_empty() {
         p.leaf_rows = leaf_rows_c(meta.columns, meta.dtype.size as u64);
@@ -213,10 +235,11 @@ pub fn plan(
             p.leaf_rows = RUN_LEAF_ROWS;
             let mut runs: Vec<u64> = sel.iter().map(|&c| meta.run_of_column(c)).collect();
             runs.sort_unstable();
+            partial_mem = ACC_BYTES * (p.window as u64 + threads) * 64;
+            let share = (avail.saturating_sub(partial_mem) / threads).min(share);
             for rr in contiguous_ranges(&runs) {
                 plan_runs(meta, &mut p, rr, &rows, share.min(block_limit));
             }
-            partial_mem = ACC_BYTES * (p.window as u64 + threads) * 64;
         }
     }
     p.block_bytes = p.blocks.iter().map(|b| b.touched).max().unwrap_or(0);
@@ -409,6 +432,8 @@ fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>
     let run_bytes = nrows * s;
     let r = p.leaf_rows;
     let full_rows = nrows == n0;
+    // A block's map reaches out to page boundaries on both sides.
+    let share = share.saturating_sub(2 * PAGE);
     if run_bytes <= share {
         // Several whole runs per block (only adjacent in the file when all rows are read).
         let per = if full_rows {

@@ -701,3 +701,35 @@ fn selections_of_narrow_rows_fit_small_budgets() {
         }
     }
 }
+
+/// The smallest budget runs every small array on any number of threads, with the same
+/// results: a plan falls back to fewer threads rather than refusing, Fortran-order blocks
+/// leave room for the partials, and a leaf longer than the array counts only its rows.
+#[test]
+fn the_smallest_budget_fits_on_any_thread_count() {
+    let dir = tmpdir();
+    for (rows, cols, fortran) in [
+        (50, 1000, false),
+        (300, 150, false),
+        (20_000, 100, false),
+        (2000, 50, true),
+        (2000, 1000, true),
+    ] {
+        let d = dyadic(rows, cols, 7, 0, 4);
+        let p = dir.path().join(format!("m{rows}_{cols}_{fortran}.npy"));
+        write_npy(
+            &p,
+            "<f8",
+            fortran,
+            &[rows as u64, cols as u64],
+            &d.bytes(fortran),
+        );
+        let base = run_json(&p, &["--memory", "1MiB", "--threads", "1"]);
+        let at = [(0, 0), (cols / 2, cols / 2), (cols - 1, cols - 1)];
+        check_exact_at(&d, &base, &at, 0..rows);
+        for t in ["2", "3", "64"] {
+            let j = run_json(&p, &["--memory", "1MiB", "--threads", t]);
+            assert_eq!(j, base, "({rows}, {cols}) fortran={fortran} threads {t}");
+        }
+    }
+}
