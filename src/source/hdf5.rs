@@ -573,7 +573,11 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
     if raw.shape.is_empty() {
         return Err(Error::format(
             path,
-            format!("dataset {name} is a 0-d scalar: there is no axis 0 to reduce over"),
+            if ds.space().is_ok_and(|sp| sp.is_null()) {
+                format!("dataset {name} has a null dataspace (no elements and no shape)")
+            } else {
+                format!("dataset {name} is a 0-d scalar: there is no axis 0 to reduce over")
+            },
         ));
     }
     let dtype = raw.dtype.clone().map_err(|why| {
