@@ -733,3 +733,39 @@ fn the_smallest_budget_fits_on_any_thread_count() {
         }
     }
 }
+
+/// A column's bits do not depend on the columns that share its tile: one column whose leaves
+/// start far from their mean (so its single pass would cancel), one with an infinity and one
+/// with NaNs must not move their neighbours to the two-pass path. Each column read alone, and
+/// the whole array cut into column tiles by a small budget, match the whole-array run.
+#[test]
+fn a_columns_bits_do_not_depend_on_its_neighbours() {
+    let dir = tmpdir();
+    let (rows, cols) = (3000usize, 40usize);
+    let mut rng = Rng(17);
+    let mut vals: Vec<f64> = (0..rows * cols)
+        .map(|_| (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 1.3 + 0.1)
+        .collect();
+    for r in (0..rows).step_by(256) {
+        vals[r * cols + 3] = 1e6;
+    }
+    vals[100 * cols + 7] = f64::INFINITY;
+    for r in (5..rows).step_by(37) {
+        vals[r * cols + 11] = f64::NAN;
+    }
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let p = dir.path().join("nb.npy");
+    write_npy(&p, "<f8", false, &[rows as u64, cols as u64], &bytes);
+    let full = run_json(&p, &[]);
+    let tiled = run_json(&p, &["--memory", "1MiB", "--threads", "2"]);
+    assert_eq!(
+        tiled["stats"], full["stats"],
+        "column tiles of a small budget"
+    );
+    for c in 0..cols {
+        let one = run_json(&p, &["--columns", &c.to_string()]);
+        for (k, v) in one["stats"].as_object().unwrap() {
+            assert_eq!(v[0], full["stats"][k][c], "{k} of column {c} read alone");
+        }
+    }
+}

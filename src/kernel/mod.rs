@@ -510,6 +510,7 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
     let mut lanes = Lanes::new(tw * k, 0.0f64);
     let mut centres = vec![0.0f64; tw * k];
     let mut sums = vec![(0.0f64, 0.0f64); tw];
+    let mut bad = vec![false; tw];
     // A plain loop, not a closure: closures are compiled on their own, without the
     // caller's target features.
     let mut tree = Tree::new();
@@ -531,6 +532,7 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
                     &mut lanes,
                     &mut centres,
                     &mut sums,
+                    &mut bad,
                     (&mut nans, &mut inexact),
                 ),
                 &shift[c0..c0 + w],
@@ -545,12 +547,14 @@ fn run_f<L: FloatLoad, const R: usize, const FMA: bool>(
         .unwrap_or_else(|| vec![Acc::EMPTY; shape.width])
 }
 
-/// Lane state, per-lane reference values or centres, per-column sums, whether the last tile
-/// held NaNs, and how many more tiles skip the uncompensated sum.
+/// Lane state, per-lane reference values or centres, per-column sums, which columns the
+/// single pass could not do, whether the last tile held NaNs, and how many more tiles skip
+/// the uncompensated sum.
 type FloatScratch<'a> = (
     &'a mut Lanes<f64>,
     &'a mut Vec<f64>,
     &'a mut Vec<(f64, f64)>,
+    &'a mut Vec<bool>,
     (&'a mut bool, &'a mut u32),
 );
 
@@ -707,9 +711,12 @@ const MAX_CANCEL: f64 = 16.0;
 
 /// Reduces a tile in one pass, taking each column's first non-NaN value in the tile as its
 /// reference value (`MO`: moments too, else counts, min and max; `NANS`: NaNs are skipped).
-/// Returns false (leaving `out` to be overwritten) when the tile holds an infinity (or,
-/// without `NANS`, a NaN), its sums overflow, or a column's reference value is so far from its
-/// mean that the one-pass M2 would lose accuracy.
+/// A column the pass cannot do is marked in `bad` (its `out` left to be overwritten): it
+/// holds an infinity (or, without `NANS`, a NaN), its sums overflow, or its reference value
+/// is so far from its mean that the one-pass M2 would lose accuracy. The decision is the
+/// column's own, so its bits never depend on which columns share its tile. Returns how many
+/// columns were marked and whether any for a non-finite value, or `Inexact` when an
+/// uncompensated (`EXACT`) sum cannot be shown exact.
 #[inline(always)]
 fn fast_tile<
     L: FloatLoad,
@@ -722,11 +729,12 @@ fn fast_tile<
     data: &[u8],
     shape: Shape,
     t: Tile,
-    (lanes, refs): (&mut Lanes<f64>, &mut Vec<f64>),
+    (lanes, refs, bad): (&mut Lanes<f64>, &mut Vec<f64>, &mut [bool]),
     shift: &[f64],
     out: &mut [Acc],
-) -> Result<(), Miss> {
+) -> Result<Marked, Miss> {
     let (w, l) = (t.w, t.w * t.k);
+    let mut marked = Marked::default();
     for (c, k) in refs[..w].iter_mut().enumerate() {
         let at = |r: usize| {
             let o = ((t.r0 + r) * shape.stride + t.c0 + c) * L::SIZE;
@@ -846,8 +854,12 @@ fn fast_tile<
             lo = lo.min(lanes.d[j]);
             hi = hi.max(lanes.e[j]);
         }
+        bad[c] = false;
         if !(h.is_finite() && lo_part.is_finite() && q.is_finite()) {
-            return Err(Miss::NonFinite);
+            bad[c] = true;
+            marked.count += 1;
+            marked.non_finite = true;
+            continue;
         }
         let n = nf as u64;
         let nan = t.rows as u64 - n;
@@ -866,7 +878,9 @@ fn fast_tile<
         let d = dd_minus(h, l, nf, refs[c]);
         let m2 = q - d * (d / nf);
         if m2 * MAX_CANCEL < q {
-            return Err(Miss::Cancel);
+            bad[c] = true;
+            marked.count += 1;
+            continue;
         }
         *o = Acc {
             n,
@@ -880,20 +894,25 @@ fn fast_tile<
             ..Acc::EMPTY
         };
     }
-    Ok(())
+    Ok(marked)
+}
+
+/// Columns a single pass could not do: how many, and whether any for a non-finite value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Marked {
+    count: usize,
+    non_finite: bool,
 }
 
 /// Tiles that skip the uncompensated attempt after one fails: data too spread out for it
 /// tends to stay so, but a few tiny values should not cost the whole block its speed.
 const SKIP_EXACT: u32 = 2;
 
-/// Why a one-pass tile was declined.
+/// Why a one-pass tile was declined as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Miss {
-    /// A NaN (unmasked sweep), an infinity, or a sum past the f64 range.
-    NonFinite,
-    /// A reference value so far from the mean that M2 would cancel.
-    Cancel,
+    /// Nothing to do in one pass (only counts are needed).
+    Nothing,
     /// An uncompensated sum that cannot be shown exact.
     Inexact,
 }
@@ -904,7 +923,7 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
     shape: Shape,
     t: Tile,
     need: Need,
-    (lanes, centres, sums, flags): FloatScratch<'_>,
+    (lanes, centres, sums, bad, flags): FloatScratch<'_>,
     shift: &[f64],
     out: &mut [Acc],
 ) {
@@ -915,7 +934,7 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
                     data,
                     shape,
                     t,
-                    (lanes, centres),
+                    (lanes, centres, bad),
                     shift,
                     out,
                 ),
@@ -923,18 +942,24 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
                     data,
                     shape,
                     t,
-                    (lanes, centres),
+                    (lanes, centres, bad),
                     shift,
                     out,
                 ),
-                (false, false) => Err(Miss::NonFinite),
+                (false, false) => Err(Miss::Nothing),
             }
         };
     }
     // Guesses from earlier tiles pick which sweep to try first: data with NaNs usually has
     // them in every tile, and data too spread out for uncompensated sums often so.
     // Every sweep that succeeds gives the same bits, so a guess cannot change a result.
+    // Columns the single pass leaves to the two-pass path: all until one has run.
     let (nans, inexact) = flags;
+    let w = t.w;
+    let mut marked = Marked {
+        count: w,
+        non_finite: false,
+    };
     'fast: {
         let mut masked = *nans;
         if L::NARROW && need.moments && *inexact > 0 {
@@ -945,31 +970,62 @@ fn float_tile<L: FloatLoad, const R: usize, const FMA: bool>(
             } else {
                 one_pass!(false, true)
             };
-            if r == Err(Miss::NonFinite) && !masked {
+            if matches!(r, Ok(m) if m.non_finite) && !masked {
                 masked = true;
                 r = one_pass!(true, true);
             }
             match r {
-                Ok(()) => {
+                Ok(m) => {
+                    marked = m;
                     *nans = out.iter().any(|o| o.nan > 0);
-                    return;
+                    break 'fast;
                 }
                 Err(Miss::Inexact) => *inexact = SKIP_EXACT,
-                Err(_) => break 'fast,
+                Err(Miss::Nothing) => break 'fast,
             }
         }
         if !masked {
             match one_pass!(false, false) {
-                Ok(()) => return,
-                Err(Miss::NonFinite) => {}
-                Err(_) => break 'fast,
+                Ok(m) if !m.non_finite => {
+                    marked = m;
+                    break 'fast;
+                }
+                Err(Miss::Nothing) => break 'fast,
+                _ => {}
             }
         }
-        if one_pass!(true, false).is_ok() {
+        if let Ok(m) = one_pass!(true, false) {
+            marked = m;
             *nans = out.iter().any(|o| o.nan > 0);
-            return;
         }
     }
+    if marked.count == 0 {
+        return;
+    }
+    // The columns done in one pass keep those bits whatever their neighbours needed.
+    let keep: Vec<(usize, Acc)> = if marked.count < w {
+        (0..w).filter(|&c| !bad[c]).map(|c| (c, out[c])).collect()
+    } else {
+        Vec::new()
+    };
+    two_pass_tile::<L>(data, shape, t, need, (lanes, centres, sums), shift, out);
+    for (c, a) in keep {
+        out[c] = a;
+    }
+}
+
+/// Reduces a tile in two passes: counts, compensated sums and bounds, then squared
+/// deviations from each column's mean (the tile is still in cache).
+#[inline(always)]
+fn two_pass_tile<L: FloatLoad>(
+    data: &[u8],
+    shape: Shape,
+    t: Tile,
+    need: Need,
+    (lanes, centres, sums): (&mut Lanes<f64>, &mut Vec<f64>, &mut Vec<(f64, f64)>),
+    shift: &[f64],
+    out: &mut [Acc],
+) {
     let (w, l) = (t.w, t.w * t.k);
     // Pass 1: counts, compensated sums, min, max.
     lanes.a[..l].fill(0.0); // counts
@@ -1519,8 +1575,9 @@ fn int_tile<L: IntLoad, const FMA: bool>(
 mod tests {
     use super::*;
 
-    /// Runs the one-pass path on one leaf of `rows` rows of `w` f64 columns.
-    fn one_pass(vals: &[f64], w: usize) -> Option<Vec<Acc>> {
+    /// The unmasked one-pass path on one leaf of `w` f64 columns: their results, or which
+    /// columns it declined.
+    fn one_pass_marks(vals: &[f64], w: usize) -> Result<Vec<Acc>, Vec<bool>> {
         let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         let rows = vals.len() / w;
         let shape = Shape {
@@ -1540,18 +1597,20 @@ mod tests {
         };
         let mut lanes = Lanes::new(w * k, 0.0);
         let mut refs = vec![0.0; w * k];
+        let mut bad = vec![false; w];
         let mut out = vec![Acc::EMPTY; w];
         let shift = vec![0.0; w];
-        fast_tile::<F64Le, 8, false, true, false, false>(
+        let m = fast_tile::<F64Le, 8, false, true, false, false>(
             &data,
             shape,
             t,
-            (&mut lanes, &mut refs),
+            (&mut lanes, &mut refs, &mut bad),
             &shift,
             &mut out,
         )
-        .ok()
-        .map(|()| out)
+        .expect("only uncompensated sums are declined whole");
+        assert_eq!(m.count, bad.iter().filter(|&&b| b).count());
+        (m.count == 0).then_some(out).ok_or(bad)
     }
 
     /// The NaN-masked one-pass path on one column.
@@ -1574,16 +1633,20 @@ mod tests {
         let mut lanes = Lanes::new(LANES, 0.0);
         let mut refs = vec![0.0; LANES];
         let mut out = vec![Acc::EMPTY; 1];
-        fast_tile::<F64Le, 8, false, true, true, false>(
+        let m = fast_tile::<F64Le, 8, false, true, true, false>(
             &data,
             shape,
             t,
-            (&mut lanes, &mut refs),
+            (&mut lanes, &mut refs, &mut [false]),
             &[0.0],
             &mut out,
         )
-        .ok()
-        .map(|()| out)
+        .expect("only uncompensated sums are declined whole");
+        (m.count == 0).then_some(out)
+    }
+
+    fn one_pass(vals: &[f64], w: usize) -> Option<Vec<Acc>> {
+        one_pass_marks(vals, w).ok()
     }
 
     fn column(n: usize, f: impl Fn(usize) -> f64) -> Vec<f64> {
@@ -1701,10 +1764,10 @@ mod tests {
         assert!(one_pass(&v, 1).is_none(), "first value far from the mean");
         v[0] = 0.5;
         assert!(one_pass(&v, 1).is_some());
-        // Three columns grouped into 48 lanes: only the bad column decides.
+        // Three columns grouped into 48 lanes: only the bad column is declined.
         let mut v = column(3 * 4096, noise);
         v[3 * 50 + 2] = f64::NAN;
-        assert!(one_pass(&v, 3).is_none());
+        assert_eq!(one_pass_marks(&v, 3), Err(vec![false, false, true]));
     }
 
     #[test]
