@@ -351,6 +351,8 @@ impl Request {
         };
         if choose {
             let src = source::open(&self.path, self.dataset.as_deref())?;
+            plan::results_fit(src.meta.columns, self.memory)
+                .map_err(|e| budget_error(&self.path, e))?;
             let sel: Vec<u64> = (0..src.meta.columns).collect();
             let plan = plan::plan(
                 &src.meta,
@@ -385,6 +387,11 @@ impl Request {
         let src = source::open(&self.path, self.dataset.as_deref())?;
         let meta = &src.meta;
         let threads = self.thread_count();
+        let count = self
+            .columns
+            .as_ref()
+            .map_or(meta.columns, |spec| spec.count(meta.columns));
+        plan::results_fit(count, self.memory).map_err(|e| budget_error(&self.path, e))?;
         let order: Vec<u64> = match &self.columns {
             Some(spec) => spec
                 .resolve(meta.columns)

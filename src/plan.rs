@@ -135,6 +135,20 @@ pub fn leaf_rows_c(columns: u64, itemsize: u64) -> u64 {
     prev_pow2(LEAF_BYTES / (columns.max(1) * itemsize.max(1))).clamp(MIN_LEAF_ROWS, MAX_LEAF_ROWS)
 }
 
+/// Checks that the results for `columns` selected columns take at most half of `budget`:
+/// before the selection itself is built, whose size a corrupt header can make absurd.
+pub fn results_fit(columns: u64, budget: u64) -> Result<(), PlanError> {
+    let results = columns.saturating_mul(ACC_BYTES + 8);
+    if results > budget / 2 {
+        return Err(PlanError(format!(
+            "the results for {columns} columns need {} MiB, more than half the memory budget; \
+             raise --memory or select fewer --columns",
+            results >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Plans the reduction of columns `sel` (sorted, unique) over `rows` of `meta` on up to
 /// `threads` threads: fewer when the budget cannot hold a block and scratch for each (the
 /// results are the same on any number).
@@ -169,15 +183,8 @@ fn plan_for(
             "--memory {budget} bytes is below the minimum of {MIN_BUDGET} bytes (1 MiB)"
         )));
     }
+    results_fit(sel.len() as u64, budget)?;
     let results = sel.len() as u64 * (ACC_BYTES + 8);
-    if results > budget / 2 {
-        return Err(PlanError(format!(
-            "the results for {} columns need {} MiB, more than half the memory budget; \
-             raise --memory or select fewer --columns",
-            sel.len(),
-            results >> 20
-        )));
-    }
     let fixed = results + threads * (SCRATCH_PER_THREAD + meta.scratch_per_thread);
     let avail = budget.saturating_sub(fixed);
     // Enough blocks to keep every thread busy (about four each), but not so small that

@@ -89,8 +89,8 @@ fn clamp(v: Option<i64>, n: i64, default: i64, lo: i64, hi: i64) -> i64 {
 }
 
 fn slice_indices(a: Option<i64>, b: Option<i64>, step: Option<i64>, n: i64) -> Vec<u64> {
+    let mut out = Vec::with_capacity(slice_len(a, b, step, n) as usize);
     let step = step.unwrap_or(1);
-    let mut out = Vec::new();
     if step > 0 {
         let start = clamp(a, n, 0, 0, n);
         let stop = clamp(b, n, n, 0, n);
@@ -111,7 +111,36 @@ fn slice_indices(a: Option<i64>, b: Option<i64>, step: Option<i64>, n: i64) -> V
     out
 }
 
+/// How many indices [`slice_indices`] gives, without listing them.
+fn slice_len(a: Option<i64>, b: Option<i64>, step: Option<i64>, n: i64) -> u64 {
+    let step = step.unwrap_or(1);
+    let (from, to, by) = if step > 0 {
+        (clamp(a, n, 0, 0, n), clamp(b, n, n, 0, n), step)
+    } else {
+        let start = clamp(a, n, n - 1, -1, n - 1);
+        (clamp(b, n, -1, -1, n - 1), start, -step)
+    };
+    if to > from {
+        ((to - from - 1) / by + 1) as u64
+    } else {
+        0
+    }
+}
+
 impl ColumnSpec {
+    /// How many columns [`ColumnSpec::resolve`] selects for an array of `n` columns (an
+    /// index out of range counts as one).
+    pub fn count(&self, n: u64) -> u64 {
+        let ni = n as i64;
+        self.items
+            .iter()
+            .map(|it| match *it {
+                Item::Index(_) => 1,
+                Item::Slice(a, b, st) => slice_len(a, b, st, ni),
+            })
+            .sum()
+    }
+
     /// The selected column indices, in the order given, for an array of `n` columns.
     pub fn resolve(&self, n: u64) -> Result<Vec<u64>, String> {
         let ni = n as i64;
@@ -192,6 +221,16 @@ mod tests {
         assert!("1:2:0".parse::<ColumnSpec>().is_err());
         assert!("a".parse::<ColumnSpec>().is_err());
         assert!("1,,2".parse::<ColumnSpec>().is_err());
+        for spec in [
+            "0:3,7", "8:", "-2:", "::4", "::-4", "5:100", "3:1:-1", "-1:-9:-3", ":", "2",
+        ] {
+            let c: ColumnSpec = spec.parse().unwrap();
+            for n in 0..15 {
+                if let Ok(v) = c.resolve(n) {
+                    assert_eq!(c.count(n), v.len() as u64, "{spec} of {n}");
+                }
+            }
+        }
     }
 
     #[test]

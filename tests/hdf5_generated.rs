@@ -290,3 +290,37 @@ fn big_chunks_of_small_integers_do_not_overflow() {
     );
     assert_eq!(num(&j["stats"]["var"][0]), 0.0);
 }
+
+/// A never-written contiguous dataset may claim any shape: 2^40 columns must be refused as
+/// too many for the budget before anything is sized by them (the column list once aborted
+/// the process allocating 8 TiB), for `stats`, a `--columns` slice, and `info`.
+#[test]
+fn absurd_column_counts_are_refused_before_allocation() {
+    let dir = tmpdir();
+    let h = dir.path().join("huge.h5");
+    {
+        let f = hdf5::File::create(&h).unwrap();
+        f.new_dataset::<f64>()
+            .shape((2, 1usize << 40))
+            .create("x")
+            .unwrap();
+    }
+    for args in [
+        &["stats", "--format", "json"][..],
+        &["stats", "--columns", "5:"][..],
+        &["info"][..],
+    ] {
+        let out = bin()
+            .arg(args[0])
+            .arg(&h)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.lines().count() == 1 && err.contains("the results for 109951162777"),
+            "{args:?}: {err}"
+        );
+    }
+}
