@@ -152,10 +152,23 @@ fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            let _ = writeln!(std::io::stderr(), "error: {msg}");
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&msg));
             ExitCode::from(1)
         }
     }
+}
+
+/// `msg` with control characters escaped: messages quote bytes of the input (header keys,
+/// dataset names), and an error must stay one line.
+fn one_line(msg: &str) -> String {
+    msg.chars()
+        .flat_map(|c| {
+            let esc = c.is_control().then(|| c.escape_default());
+            esc.into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect()
 }
 
 fn progress_bar(mode: ProgressMode) -> ProgressBar {

@@ -769,3 +769,27 @@ fn a_columns_bits_do_not_depend_on_its_neighbours() {
         }
     }
 }
+
+/// An error quoting bytes of a corrupt header stays one line: control characters in them
+/// (here a newline and a carriage return inside a key) are escaped.
+#[test]
+fn errors_quoting_control_characters_stay_one_line() {
+    let dir = tmpdir();
+    let p = dir.path().join("ctl.npy");
+    let mut hdr = "{'descr': '<f8', 'fortran_order': False, 'sh\n\rape': (2,), }".to_string();
+    while (10 + hdr.len() + 1) % 64 != 0 {
+        hdr.push(' ');
+    }
+    hdr.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(hdr.as_bytes());
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(&p, &bytes).unwrap();
+    let out = bin().arg("stats").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.ends_with('\n') && !err.contains('\r'), "{err:?}");
+    assert!(err.contains("sh\\n\\rape"), "{err:?}");
+}
