@@ -619,6 +619,17 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             }
             None => via_hdf5("never written (fill value)".into(), None),
         },
+        // libhdf5 1.10 trusts a compact dataset's shape and reads past its stored bytes.
+        Layout::Compact if raw.stored != bytes => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "dataset {name} is corrupt: its compact storage holds {} bytes but its \
+                     shape needs {bytes}",
+                    raw.stored
+                ),
+            ))
+        }
         Layout::Compact => via_hdf5("compact storage".into(), None),
         Layout::Virtual => via_hdf5("virtual dataset".into(), None),
         Layout::Chunked => {
