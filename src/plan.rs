@@ -160,6 +160,11 @@ pub fn plan(
     threads: usize,
     block_limit: u64,
 ) -> Result<Plan, PlanError> {
+    // Errors that no thread count can fix come first, so they are not tried again.
+    if budget < MIN_BUDGET {
+        return plan_for(meta, sel, rows, budget, 1, block_limit);
+    }
+    results_fit(sel.len() as u64, budget)?;
     let mut t = threads.max(1);
     loop {
         match plan_for(meta, sel, rows.clone(), budget, t, block_limit) {
@@ -345,7 +350,7 @@ fn plan_rows(
         return Ok(());
     }
     let (k, w) = loop {
-        let leaf_bytes = touched_rows(r.min(nrows), w * s, if w == c { w * s } else { c * s });
+        let leaf_bytes = touched_rows(r.min(nrows), w * s, c * s);
         let mut k = 0u32;
         if leaf_bytes <= share {
             while (2u64 << k) <= total_leaves.max(1).next_power_of_two()

@@ -88,43 +88,29 @@ fn clamp(v: Option<i64>, n: i64, default: i64, lo: i64, hi: i64) -> i64 {
     }
 }
 
-fn slice_indices(a: Option<i64>, b: Option<i64>, step: Option<i64>, n: i64) -> Vec<u64> {
-    let mut out = Vec::with_capacity(slice_len(a, b, step, n) as usize);
+/// A slice's first index, step and length over `n` items, by Python's rules.
+fn slice_bounds(a: Option<i64>, b: Option<i64>, step: Option<i64>, n: i64) -> (i64, i64, u64) {
     let step = step.unwrap_or(1);
-    if step > 0 {
-        let start = clamp(a, n, 0, 0, n);
-        let stop = clamp(b, n, n, 0, n);
-        let mut i = start;
-        while i < stop {
-            out.push(i as u64);
-            i += step;
-        }
+    let (from, to) = if step > 0 {
+        (clamp(a, n, 0, 0, n), clamp(b, n, n, 0, n))
     } else {
-        let start = clamp(a, n, n - 1, -1, n - 1);
-        let stop = clamp(b, n, -1, -1, n - 1);
-        let mut i = start;
-        while i > stop {
-            out.push(i as u64);
-            i += step;
-        }
-    }
-    out
-}
-
-/// How many indices [`slice_indices`] gives, without listing them.
-fn slice_len(a: Option<i64>, b: Option<i64>, step: Option<i64>, n: i64) -> u64 {
-    let step = step.unwrap_or(1);
-    let (from, to, by) = if step > 0 {
-        (clamp(a, n, 0, 0, n), clamp(b, n, n, 0, n), step)
-    } else {
-        let start = clamp(a, n, n - 1, -1, n - 1);
-        (clamp(b, n, -1, -1, n - 1), start, -step)
+        (clamp(a, n, n - 1, -1, n - 1), clamp(b, n, -1, -1, n - 1))
     };
-    if to > from {
-        ((to - from - 1) / by + 1) as u64
+    let span = if step > 0 { to - from } else { from - to };
+    let len = if span > 0 {
+        (span as u64 - 1) / step.unsigned_abs() + 1
     } else {
         0
-    }
+    };
+    (from, step, len)
+}
+
+fn slice_indices(a: Option<i64>, b: Option<i64>, step: Option<i64>, n: i64) -> Vec<u64> {
+    let (from, step, len) = slice_bounds(a, b, step, n);
+    // In i128: every index is in 0..n, but a huge step must not overflow on the way.
+    (0..len)
+        .map(|j| (from as i128 + j as i128 * step as i128) as u64)
+        .collect()
 }
 
 impl ColumnSpec {
@@ -136,9 +122,9 @@ impl ColumnSpec {
             .iter()
             .map(|it| match *it {
                 Item::Index(_) => 1,
-                Item::Slice(a, b, st) => slice_len(a, b, st, ni),
+                Item::Slice(a, b, st) => slice_bounds(a, b, st, ni).2,
             })
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 
     /// The selected column indices, in the order given, for an array of `n` columns.
@@ -221,6 +207,10 @@ mod tests {
         assert!("1:2:0".parse::<ColumnSpec>().is_err());
         assert!("a".parse::<ColumnSpec>().is_err());
         assert!("1,,2".parse::<ColumnSpec>().is_err());
+        assert_eq!(r("1::9223372036854775807", 10).unwrap(), vec![1]);
+        assert_eq!(r("::-9223372036854775808", 10).unwrap(), vec![9]);
+        let huge: ColumnSpec = ":,:,:,:".parse().unwrap();
+        assert_eq!(huge.count(1 << 62), u64::MAX, "saturates");
         for spec in [
             "0:3,7", "8:", "-2:", "::4", "::-4", "5:100", "3:1:-1", "-1:-9:-3", ":", "2",
         ] {

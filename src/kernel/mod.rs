@@ -714,7 +714,7 @@ const MAX_CANCEL: f64 = 16.0;
 /// A column the pass cannot do is marked in `bad` (its `out` left to be overwritten): it
 /// holds an infinity (or, without `NANS`, a NaN), its sums overflow, or its reference value
 /// is so far from its mean that the one-pass M2 would lose accuracy. The decision is the
-/// column's own, so its bits never depend on which columns share its tile. Returns how many
+/// column's own, so the tiling a budget or thread count chooses never changes it. Returns how many
 /// columns were marked and whether any for a non-finite value, or `Inexact` when an
 /// uncompensated (`EXACT`) sum cannot be shown exact.
 #[inline(always)]
@@ -1034,6 +1034,12 @@ fn two_pass_tile<L: FloatLoad>(
     lanes.d[..l].fill(f64::INFINITY);
     lanes.e[..l].fill(f64::NEG_INFINITY);
     // Pass 1 keeps five accumulators per lane: four lanes at a time fit the registers.
+    // Bounds come with the moments, as in the single pass: they tell an infinite input
+    // from an overflowing sum.
+    let bounds = Need {
+        minmax: need.minmax || need.moments,
+        ..need
+    };
     let mut runs = Vec::new();
     t.runs(shape, L::SIZE, &[N / 2], &mut runs);
     for &(j, m, off, step, count) in &runs {
@@ -1046,7 +1052,7 @@ fn two_pass_tile<L: FloatLoad>(
                     lo: load(&lanes.d, j),
                     hi: load(&lanes.e, j),
                 };
-                f1_dispatch::<L, $m>(data, (off, step, count), &mut a, need);
+                f1_dispatch::<L, $m>(data, (off, step, count), &mut a, bounds);
                 store(&mut lanes.a, j, &a.n);
                 store(&mut lanes.b, j, &a.s);
                 store(&mut lanes.c, j, &a.c);

@@ -587,8 +587,27 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
         )
     })?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let elems: u64 = raw.shape.iter().product();
-    let bytes = elems.saturating_mul(dtype.size as u64);
+    let bytes = raw
+        .shape
+        .iter()
+        .try_fold(dtype.size as u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!("dataset {name}: its shape {:?} is too large", raw.shape),
+            )
+        })?;
+    // libhdf5 1.10 trusts a compact dataset's shape and reads past its stored bytes.
+    if raw.layout == Layout::Compact && raw.stored != bytes {
+        return Err(Error::format(
+            path,
+            format!(
+                "dataset {name} is corrupt: its compact storage holds {} bytes but its shape \
+                 needs {bytes}",
+                raw.stored
+            ),
+        ));
+    }
     let via_hdf5 = |why: String, chunk_rows| {
         Storage::Hdf5(Hdf5Read {
             dataset: ds.clone(),
@@ -619,17 +638,6 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             }
             None => via_hdf5("never written (fill value)".into(), None),
         },
-        // libhdf5 1.10 trusts a compact dataset's shape and reads past its stored bytes.
-        Layout::Compact if raw.stored != bytes => {
-            return Err(Error::format(
-                path,
-                format!(
-                    "dataset {name} is corrupt: its compact storage holds {} bytes but its \
-                     shape needs {bytes}",
-                    raw.stored
-                ),
-            ))
-        }
         Layout::Compact => via_hdf5("compact storage".into(), None),
         Layout::Virtual => via_hdf5("virtual dataset".into(), None),
         Layout::Chunked => {
