@@ -161,14 +161,15 @@ fn main() -> ExitCode {
 /// `msg` with control characters escaped: messages quote bytes of the input (header keys,
 /// dataset names), and an error must stay one line.
 fn one_line(msg: &str) -> String {
-    msg.chars()
-        .flat_map(|c| {
-            let esc = c.is_control().then(|| c.escape_default());
-            esc.into_iter()
-                .flatten()
-                .chain((!c.is_control()).then_some(c))
-        })
-        .collect()
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn progress_bar(mode: ProgressMode) -> ProgressBar {

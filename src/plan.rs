@@ -162,7 +162,9 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     // Errors that no thread count can fix come first, so they are not tried again.
     if budget < MIN_BUDGET {
-        return plan_for(meta, sel, rows, budget, 1, block_limit);
+        return Err(PlanError(format!(
+            "--memory {budget} bytes is below the minimum of {MIN_BUDGET} bytes (1 MiB)"
+        )));
     }
     results_fit(sel.len() as u64, budget)?;
     let mut t = threads.max(1);
@@ -174,6 +176,8 @@ pub fn plan(
     }
 }
 
+/// [`plan`] for exactly `threads` threads, once the budget floor and the results' size
+/// have been checked.
 fn plan_for(
     meta: &ArrayMeta,
     sel: &[u64],
@@ -183,12 +187,6 @@ fn plan_for(
     block_limit: u64,
 ) -> Result<Plan, PlanError> {
     let threads = threads.max(1) as u64;
-    if budget < MIN_BUDGET {
-        return Err(PlanError(format!(
-            "--memory {budget} bytes is below the minimum of {MIN_BUDGET} bytes (1 MiB)"
-        )));
-    }
-    results_fit(sel.len() as u64, budget)?;
     let results = sel.len() as u64 * (ACC_BYTES + 8);
     let fixed = results + threads * (SCRATCH_PER_THREAD + meta.scratch_per_thread);
     let avail = budget.saturating_sub(fixed);
