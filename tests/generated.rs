@@ -59,7 +59,7 @@ fn c_and_fortran_order_many_blocks_exact_and_thread_invariant() {
     let d = dyadic(50_003, 3, 1_000_000_000, 20, 7);
     for fortran in [false, true] {
         let p = dir.path().join(format!("a{fortran}.npy"));
-        write_npy(&p, "<f8", fortran, &[50_003, 3], &d.bytes(fortran));
+        d.write_npy(&p, fortran);
         let base = run_json(&p, &["--threads", "1"]);
         check_exact(&d, &base, &[0, 1, 2], 0..50_003);
         for extra in [
@@ -81,8 +81,8 @@ fn c_and_fortran_give_the_same_exact_answers() {
     let d = dyadic(3001, 7, -5, 100, 11);
     let pc = dir.path().join("c.npy");
     let pf = dir.path().join("f.npy");
-    write_npy(&pc, "<f8", false, &[3001, 7], &d.bytes(false));
-    write_npy(&pf, "<f8", true, &[3001, 7], &d.bytes(true));
+    d.write_npy(&pc, false);
+    d.write_npy(&pf, true);
     let all: Vec<usize> = (0..7).collect();
     check_exact(&d, &run_json(&pc, &[]), &all, 0..3001);
     check_exact(&d, &run_json(&pf, &[]), &all, 0..3001);
@@ -94,7 +94,7 @@ fn columns_and_rows_selections() {
     let d = dyadic(20_000, 9, 3, 50, 3);
     for fortran in [false, true] {
         let p = dir.path().join(format!("s{fortran}.npy"));
-        write_npy(&p, "<f8", fortran, &[20_000, 9], &d.bytes(fortran));
+        d.write_npy(&p, fortran);
         let j = run_json(&p, &["--columns", "7,0:2,-1", "--rows", "123:17000"]);
         assert_eq!(j["columns"], 4);
         assert_eq!(j["rows"], 17000 - 123);
@@ -127,13 +127,7 @@ fn wide_rows_are_tiled_within_a_small_budget_with_identical_results() {
     let (rows, cols) = (70, 20_000);
     let d = dyadic(rows, cols, 0, 10, 5);
     let p = dir.path().join("wide.npy");
-    write_npy(
-        &p,
-        "<f8",
-        false,
-        &[rows as u64, cols as u64],
-        &d.bytes(false),
-    );
+    d.write_npy(&p, false);
     let big = run_json(&p, &[]);
     let small = run_json(&p, &["--memory", "8MiB"]);
     assert_eq!(big, small);
@@ -291,7 +285,7 @@ fn output_formats_and_atomic_file() {
     let dir = tmpdir();
     let p = dir.path().join("o.npy");
     let d = dyadic(100, 2, 0, 0, 1);
-    write_npy(&p, "<f8", false, &[100, 2], &d.bytes(false));
+    d.write_npy(&p, false);
     let csv = bin()
         .args(["stats", "--format", "csv"])
         .arg(&p)
@@ -472,7 +466,7 @@ fn progress_always_draws_on_stderr() {
     let dir = tmpdir();
     let p = dir.path().join("p.npy");
     let d = dyadic(200_000, 4, 0, 0, 2);
-    write_npy(&p, "<f8", false, &[200_000, 4], &d.bytes(false));
+    d.write_npy(&p, false);
     let r = bin()
         .args([
             "stats",
@@ -590,13 +584,7 @@ fn one_pass_tiles_and_every_fallback_are_exact() {
     let all: Vec<usize> = (0..cols).collect();
     for fortran in [false, true] {
         let p = dir.path().join(format!("p{fortran}.npy"));
-        write_npy(
-            &p,
-            "<f8",
-            fortran,
-            &[rows as u64, cols as u64],
-            &d.bytes(fortran),
-        );
+        d.write_npy(&p, fortran);
         let base = run_json(&p, &["--threads", "1"]);
         check_exact(&d, &base, &all, 0..rows);
         assert_eq!(base["stats"]["var"][4], 0.0);
@@ -734,13 +722,7 @@ fn the_smallest_budget_fits_on_any_thread_count() {
     ] {
         let d = dyadic(rows, cols, 7, 0, 4);
         let p = dir.path().join(format!("m{rows}_{cols}_{fortran}.npy"));
-        write_npy(
-            &p,
-            "<f8",
-            fortran,
-            &[rows as u64, cols as u64],
-            &d.bytes(fortran),
-        );
+        d.write_npy(&p, fortran);
         let base = run_json(&p, &["--memory", "1MiB", "--threads", "1"]);
         let at = [(0, 0), (cols / 2, cols / 2), (cols - 1, cols - 1)];
         check_exact_at(&d, &base, &at, 0..rows);

@@ -79,6 +79,12 @@ impl Dyadic {
         }
     }
 
+    /// Writes the values as a `<f8` (rows, cols) `.npy` file in C or Fortran order.
+    pub fn write_npy(&self, path: &Path, fortran: bool) {
+        let shape = [self.rows as u64, self.cols as u64];
+        write_npy(path, "<f8", fortran, &shape, &self.bytes(fortran));
+    }
+
     /// Raw little-endian f64 bytes in C or F order.
     pub fn bytes(&self, fortran: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.rows * self.cols * 8);
