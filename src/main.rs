@@ -338,6 +338,12 @@ fn info(a: InfoArgs) -> Result<(), String> {
                 human(d.stored_bytes),
                 human(d.logical_bytes)
             ));
+            if let Some(h) = &d.holder {
+                o.push_str(&format!("      stored in {h} (external link)\n"));
+            }
+            if !d.links.is_empty() {
+                o.push_str(&format!("      also linked as {}\n", d.links.join(", ")));
+            }
         }
         if info.array.is_none() {
             o.push_str("(choose a dataset with --dataset to see its plan)\n");

@@ -135,6 +135,18 @@ pub fn leaf_rows_c(columns: u64, itemsize: u64) -> u64 {
     prev_pow2(LEAF_BYTES / (columns.max(1) * itemsize.max(1))).clamp(MIN_LEAF_ROWS, MAX_LEAF_ROWS)
 }
 
+/// Rows per merge-tree leaf for buffered storage read in bands of `chunk_rows` rows (HDF5
+/// chunks): whole bands, as many as fit [`LEAF_BYTES`] (a power of two of them, and at most
+/// [`MAX_LEAF_ROWS`] rows unless one band is longer), so that datasets of many short chunks
+/// (netCDF-4 record variables are chunked one record a chunk) do not pay a merge per record.
+/// It depends only on the file's layout, never on the budget or thread count.
+pub fn leaf_rows_chunked(chunk_rows: u64, row_bytes: u64) -> u64 {
+    let c = chunk_rows.max(1);
+    let by_bytes = LEAF_BYTES / (c.saturating_mul(row_bytes.max(1)));
+    let by_rows = MAX_LEAF_ROWS / c;
+    c * prev_pow2(by_bytes.min(by_rows)).max(1)
+}
+
 /// Checks that the results for `columns` selected columns take at most half of `budget`:
 /// before the selection itself is built, whose size a corrupt header can make absurd.
 pub fn results_fit(columns: u64, budget: u64) -> Result<(), PlanError> {
@@ -218,9 +230,10 @@ fn plan_for(
         Order::C => {
             // Buffered storage (HDF5 chunks, libhdf5 reads) is read whole rows at a time,
             // in leaves of whole chunks.
-            let r = meta
-                .chunk_rows
-                .unwrap_or_else(|| leaf_rows_c(meta.columns, meta.dtype.size as u64));
+            let r = match meta.chunk_rows {
+                Some(c) => leaf_rows_chunked(c, meta.columns * meta.dtype.size as u64),
+                None => leaf_rows_c(meta.columns, meta.dtype.size as u64),
+            };
             p.leaf_rows = r;
             let ranges = if meta.mapped {
                 column_ranges(sel, s)

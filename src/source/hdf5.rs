@@ -116,6 +116,11 @@ pub struct DatasetInfo {
     pub stored_bytes: u64,
     /// Bytes of the elements (shape × itemsize).
     pub logical_bytes: u64,
+    /// Other paths (soft, external or extra hard links) that lead to the same dataset.
+    pub links: Vec<String>,
+    /// The file holding the dataset, when it is not the file named (reached through an
+    /// external link).
+    pub holder: Option<String>,
 }
 
 /// Where one chunk is stored.
@@ -129,6 +134,38 @@ pub struct ChunkLoc {
     pub mask: u32,
 }
 
+/// How a chunked dataset's stored chunks are found.
+#[derive(Clone)]
+pub enum ChunkIndex {
+    /// Every chunk's location in the file holding the dataset, in C order over the grid:
+    /// chunks are read with `pread` on worker threads. Built for datasets of at most
+    /// [`table_max`] chunks (libhdf5 1.10 looks each chunk up by a walk over its index).
+    Table(Vec<ChunkLoc>),
+    /// libhdf5 fetches each stored chunk (`H5Dread_chunk`, its own index lookup) under the
+    /// lock; colstats decodes it on the worker. Linear in the number of chunks whatever the
+    /// index type or library version, and always from the file libhdf5 reads.
+    Library(hdf5::Dataset),
+}
+
+impl std::fmt::Debug for ChunkIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkIndex::Table(t) => write!(f, "Table({} chunks)", t.len()),
+            ChunkIndex::Library(d) => write!(f, "Library({})", d.name()),
+        }
+    }
+}
+
+/// The most chunks for which colstats builds an address table (`ChunkIndex::Table`); more
+/// are fetched through libhdf5. `COLSTATS_H5_CHUNK_TABLE_MAX` overrides it (tests use it to
+/// run both paths on the same files).
+pub fn table_max() -> u64 {
+    std::env::var("COLSTATS_H5_CHUNK_TABLE_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
 /// A chunked dataset colstats reads and decodes itself.
 #[derive(Clone, Debug)]
 pub struct Chunked {
@@ -136,8 +173,8 @@ pub struct Chunked {
     pub chunk: Vec<u64>,
     /// Chunks along each dimension.
     pub grid: Vec<u64>,
-    /// Every chunk's location, in C order over the grid.
-    pub table: Vec<ChunkLoc>,
+    /// Where the chunks are found.
+    pub index: ChunkIndex,
     /// The filter pipeline, in write order.
     pub filters: Vec<Filter>,
     /// The fill value's bytes (one element, file byte order).
@@ -438,18 +475,51 @@ fn inspect(path: &Path, ds: &hdf5::Dataset) -> Result<Raw> {
 }
 
 fn open_file(path: &Path) -> Result<hdf5::File> {
-    // Read-only access needs no lock; taking one fails while a writer holds the file.
+    // Read-only access needs no lock; taking one fails while a writer holds the file. Files
+    // behind external links stay open while this one is (the external file cache), so each
+    // keeps one identity (`fileno`) however many links lead into it.
     hdf5::File::with_options()
-        .with_fapl(|p| p.file_locking(false))
+        .with_fapl(|p| p.file_locking(false).elink_file_cache_size(64))
         .open(path)
         .map_err(|e| Error::format(path, format!("cannot open as HDF5: {e}")))
 }
 
-/// Opens dataset `name`. A "bad version number" comes from a file written in a format
-/// newer than the linked library reads (h5py with HDF5 2.0 and `libver='latest'` writes
-/// filtered chunked datasets so): the message says so and how to rewrite the file.
+fn cstring(path: &Path, s: &str) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(s)
+        .map_err(|_| Error::request(path, format!("dataset path {s:?} holds a NUL byte")))
+}
+
+/// Opens dataset `name`, resolving the names of external raw-data files (`H5Pset_external`)
+/// against the HDF5 file's directory, as the file's writer meant them (libhdf5 alone would
+/// use the reader's working directory; `HDF5_EXTFILE_PREFIX` still takes precedence). A "bad
+/// version number" comes from a file written in a format newer than the linked library
+/// reads (h5py with HDF5 2.0 and `libver='latest'` writes filtered chunked datasets so): the
+/// message says so and how to rewrite the file.
 fn open_dataset(path: &Path, file: &hdf5::File, name: &str) -> Result<hdf5::Dataset> {
-    file.dataset(name).map_err(|e| {
+    let cname = cstring(path, name)?;
+    let (id, e) = locked(|| {
+        // SAFETY: plain calls on open ids; the access list is closed by `Id`, after the
+        // error stack is read (closing it would clear the stack).
+        unsafe {
+            let dapl = Id(
+                h5p::H5Pcreate(*hdf5::globals::H5P_DATASET_ACCESS),
+                h5p::H5Pclose,
+            );
+            if dapl.0 >= 0 {
+                h5p::H5Pset_efile_prefix(dapl.0, c"${ORIGIN}".as_ptr());
+            }
+            let id = h5d::H5Dopen2(file.id(), cname.as_ptr(), dapl.0.max(h5p::H5P_DEFAULT));
+            let e = if id < 0 {
+                hdf5::Error::query()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            (id, e)
+        }
+    });
+    if id < 0 {
         let mut msg = format!("cannot open dataset {name}: {e}");
         if msg.contains("bad version number") {
             let (a, b, c) = hdf5::library_version();
@@ -458,22 +528,255 @@ fn open_dataset(path: &Path, file: &hdf5::File, name: &str) -> Result<hdf5::Data
                  write it without h5py's libver='latest')"
             ));
         }
-        Error::format(path, msg)
+        return Err(Error::format(path, msg));
+    }
+    // SAFETY: `id` is a dataset id just opened, owned by the returned handle.
+    unsafe { hdf5::from_id::<hdf5::Dataset>(id) }
+        .map_err(|e| Error::format(path, format!("cannot open dataset {name}: {e}")))
+}
+
+/// The file and path an external link at `name` points to, if it is one.
+fn external_target(file: &hdf5::File, name: &str) -> Option<(String, String)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    locked(|| {
+        // SAFETY: `buf` outlives the unpacked pointers, which point into it.
+        unsafe {
+            let mut info = hdf5_sys::h5l::H5L_info1_t::default();
+            if hdf5_sys::h5l::H5Lget_info1(file.id(), cname.as_ptr(), &mut info, h5p::H5P_DEFAULT)
+                < 0
+                || info.type_ != hdf5_sys::h5l::H5L_type_t::H5L_TYPE_EXTERNAL
+            {
+                return None;
+            }
+            let size = *info.u.val_size();
+            let mut buf = vec![0u8; size.max(1)];
+            if hdf5_sys::h5l::H5Lget_val(
+                file.id(),
+                cname.as_ptr(),
+                buf.as_mut_ptr() as *mut c_void,
+                size,
+                h5p::H5P_DEFAULT,
+            ) < 0
+            {
+                return None;
+            }
+            let (mut f, mut o): (*const c_char, *const c_char) =
+                (std::ptr::null(), std::ptr::null());
+            let mut flags: c_uint = 0;
+            if hdf5_sys::h5l::H5Lunpack_elink_val(
+                buf.as_ptr() as *const c_void,
+                size,
+                &mut flags,
+                &mut f,
+                &mut o,
+            ) < 0
+                || f.is_null()
+                || o.is_null()
+            {
+                return None;
+            }
+            Some((
+                CStr::from_ptr(f).to_string_lossy().into_owned(),
+                CStr::from_ptr(o).to_string_lossy().into_owned(),
+            ))
+        }
     })
 }
 
-/// Every dataset in the file, depth first, with its metadata.
+/// The file that holds a dataset's bytes: the one libhdf5 itself reads the dataset from,
+/// which differs from the file named when the dataset is reached through an external link
+/// (anywhere on its path) or a mounted file.
+struct Holder {
+    /// A descriptor of that file (a duplicate of libhdf5's own), `None` when libhdf5 reads
+    /// it through a driver other than its POSIX one (then only libhdf5 reads its bytes).
+    file: Option<File>,
+    /// Its name as libhdf5 opened it.
+    name: String,
+    /// Whether it is the file named on the command line.
+    same: bool,
+    /// Its user block size (chunk addresses may be relative to its end).
+    userblock: u64,
+    /// Its length in bytes.
+    len: u64,
+}
+
+fn holder(path: &Path, ds: &hdf5::Dataset, named: &File) -> Result<Holder> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let (fd, name, userblock) = locked(|| {
+        // SAFETY: ids are closed by `Id`; the VFD handle points at libhdf5's `int` descriptor
+        // (POSIX driver only, checked first), which is duplicated, never closed here.
+        unsafe {
+            let fid = Id(
+                hdf5_sys::h5i::H5Iget_file_id(ds.id()),
+                hdf5_sys::h5f::H5Fclose,
+            );
+            if fid.0 < 0 {
+                return Err(h5err(path, "cannot find the file holding the dataset"));
+            }
+            let mut name = vec![0 as c_char; 4096];
+            let n = hdf5_sys::h5f::H5Fget_name(fid.0, name.as_mut_ptr(), name.len());
+            let name = if n > 0 {
+                CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned()
+            } else {
+                String::new()
+            };
+            let fcpl = Id(hdf5_sys::h5f::H5Fget_create_plist(fid.0), h5p::H5Pclose);
+            let mut ub: hsize_t = 0;
+            if fcpl.0 < 0 || h5p::H5Pget_userblock(fcpl.0, &mut ub) < 0 {
+                return Err(h5err(path, "cannot read the user block size"));
+            }
+            let fapl = Id(hdf5_sys::h5f::H5Fget_access_plist(fid.0), h5p::H5Pclose);
+            if fapl.0 < 0 || h5p::H5Pget_driver(fapl.0) != *hdf5::globals::H5FD_SEC2 {
+                return Ok((None, name, ub));
+            }
+            let mut handle: *mut c_void = std::ptr::null_mut();
+            if hdf5_sys::h5f::H5Fget_vfd_handle(fid.0, fapl.0, &mut handle) < 0 || handle.is_null()
+            {
+                return Ok((None, name, ub));
+            }
+            let raw = *(handle as *const libc::c_int);
+            let dup = libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0);
+            if dup < 0 {
+                return Err(Error::io(path, std::io::Error::last_os_error()));
+            }
+            Ok((Some(File::from_raw_fd(dup)), name, ub))
+        }
+    })?;
+    let named_md = named.metadata().map_err(|e| Error::io(path, e))?;
+    let (same, len) = match &fd {
+        Some(f) => {
+            let md = f.metadata().map_err(|e| Error::io(path, e))?;
+            (
+                md.dev() == named_md.dev() && md.ino() == named_md.ino(),
+                md.len(),
+            )
+        }
+        None => (false, 0),
+    };
+    Ok(Holder {
+        file: fd,
+        name,
+        same,
+        userblock,
+        len,
+    })
+}
+
+/// One dataset object of a file and every link path that leads to it.
+#[derive(Clone, Debug)]
+struct Found {
+    /// The path it is known by: its first hard link, else its first external, else soft.
+    path: String,
+    rank: u8,
+    /// The other paths.
+    links: Vec<String>,
+}
+
+fn link_rank(t: hdf5::LinkType) -> u8 {
+    match t {
+        hdf5::LinkType::Hard => 0,
+        hdf5::LinkType::External => 1,
+        hdf5::LinkType::Soft => 2,
+    }
+}
+
+/// Every dataset reachable from the root, each object once however many links lead to it:
+/// first over hard links (as h5py's `visititems`), then over soft and external links, whose
+/// targets are new datasets only when no other path reached them.
+fn walk(file: &hdf5::File) -> Vec<Found> {
+    use std::collections::{HashMap, HashSet};
+    struct W {
+        seen: HashMap<String, Option<usize>>,
+        visited: HashSet<String>,
+        found: Vec<Found>,
+    }
+    fn key(i: &hdf5::LocationInfo) -> String {
+        format!("{}:{:?}", i.fileno, i.token)
+    }
+    fn pass(w: &mut W, g: &hdf5::Group, prefix: &str, hard_only: bool, depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        let mut members = Vec::new();
+        let _ = g.iter_visit_default(|name, info| {
+            members.push((name.to_string(), info.link_type));
+            Ok(())
+        });
+        for (m, lt) in members {
+            if hard_only && lt != hdf5::LinkType::Hard {
+                continue;
+            }
+            let full = format!("{prefix}/{m}");
+            let Ok(info) = g.loc_info_by_name(&m) else {
+                continue; // a dangling soft or external link
+            };
+            let k = key(&info);
+            match info.loc_type {
+                hdf5::LocationType::Dataset => match w.seen.get(&k).copied().flatten() {
+                    Some(i) => {
+                        let f = &mut w.found[i];
+                        if f.path != full && !f.links.contains(&full) {
+                            if link_rank(lt) < f.rank {
+                                let old = std::mem::replace(&mut f.path, full);
+                                f.links.push(old);
+                                f.rank = link_rank(lt);
+                            } else {
+                                f.links.push(full);
+                            }
+                        }
+                    }
+                    None => {
+                        w.seen.insert(k, Some(w.found.len()));
+                        w.found.push(Found {
+                            path: full,
+                            rank: link_rank(lt),
+                            links: Vec::new(),
+                        });
+                    }
+                },
+                hdf5::LocationType::Group => {
+                    let new = if hard_only {
+                        w.seen.insert(k, None).is_none()
+                    } else {
+                        w.visited.insert(k)
+                    };
+                    if new {
+                        if let Ok(sub) = g.group(&m) {
+                            pass(w, &sub, &full, hard_only, depth + 1);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut w = W {
+        seen: HashMap::new(),
+        visited: HashSet::new(),
+        found: Vec::new(),
+    };
+    if let Ok(root) = file.loc_info() {
+        w.seen.insert(key(&root), None);
+        w.visited.insert(key(&root));
+    }
+    pass(&mut w, file, "", true, 0);
+    pass(&mut w, file, "", false, 0);
+    w.found
+}
+
+/// Every dataset in the file, each once, with its metadata and the other links to it.
 pub fn list(path: &Path) -> Result<Vec<DatasetInfo>> {
     let file = open_file(path)?;
-    let mut names = Vec::new();
-    walk(&file, "", 0, &mut names);
+    let named = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
-    for name in names {
-        let ds = open_dataset(path, &file, &name)?;
+    for found in walk(&file) {
+        let ds = open_dataset(path, &file, &found.path)?;
         let raw = inspect(path, &ds)?;
+        let h = holder(path, &ds, &named)?;
         let itemsize = raw.dtype.as_ref().map(|d| d.size as u64).unwrap_or(0);
         out.push(DatasetInfo {
-            path: name,
+            path: found.path,
             logical_bytes: raw.shape.iter().product::<u64>() * itemsize,
             shape: raw.shape,
             dtype: raw.dtype,
@@ -481,30 +784,11 @@ pub fn list(path: &Path) -> Result<Vec<DatasetInfo>> {
             chunk: raw.chunk,
             filters: raw.filters,
             stored_bytes: raw.stored,
+            links: found.links,
+            holder: (!h.same).then_some(h.name),
         });
     }
     Ok(out)
-}
-
-fn walk(g: &hdf5::Group, prefix: &str, depth: usize, out: &mut Vec<String>) {
-    if depth > 64 {
-        return;
-    }
-    let Ok(members) = g.member_names() else {
-        return;
-    };
-    for m in members {
-        let full = format!("{prefix}/{m}");
-        match g.loc_type_by_name(&m) {
-            Ok(hdf5::LocationType::Dataset) => out.push(full),
-            Ok(hdf5::LocationType::Group) => {
-                if let Ok(sub) = g.group(&m) {
-                    walk(&sub, &full, depth + 1, out);
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// The opened dataset: shape, type, storage, and its name.
@@ -519,55 +803,58 @@ pub struct Opened {
     pub offset: u64,
     /// How to read it.
     pub storage: Storage,
+    /// The file holding the bytes, when it is not the file named (external links).
+    pub holder: Option<(File, String)>,
+}
+
+/// Resolves `--dataset NAME` (or the only dataset) to a dataset path of the file.
+fn choose(path: &Path, h5: &hdf5::File, name: Option<&str>) -> Result<String> {
+    let Some(n) = name else {
+        let mut all = walk(h5);
+        return match all.len() {
+            0 => Err(Error::request(path, "the file holds no datasets")),
+            1 => Ok(all.pop().expect("one").path),
+            n => Err(Error::request(
+                path,
+                format!(
+                    "the file holds {n} datasets; choose one with --dataset: {}",
+                    list_names(&all.into_iter().map(|f| f.path).collect::<Vec<_>>())
+                ),
+            )),
+        };
+    };
+    let n = if n.starts_with('/') {
+        n.to_string()
+    } else {
+        format!("/{n}")
+    };
+    match h5.loc_type_by_name(&n) {
+        Ok(hdf5::LocationType::Dataset) => Ok(n),
+        Ok(hdf5::LocationType::Group) => Err(Error::request(
+            path,
+            format!("{n} is a group, not a dataset"),
+        )),
+        Ok(_) => Err(Error::request(path, format!("{n} is not a dataset"))),
+        Err(e) => {
+            if let Some((f, o)) = external_target(h5, &n) {
+                return Err(Error::format(
+                    path,
+                    format!("{n} is an external link to {f}:{o}, which cannot be opened: {e}"),
+                ));
+            }
+            let all: Vec<String> = walk(h5).into_iter().map(|f| f.path).collect();
+            Err(Error::request(
+                path,
+                format!("no dataset {n} (datasets: {})", list_names(&all)),
+            ))
+        }
+    }
 }
 
 /// Opens dataset `name` (or the only dataset) of the HDF5 file at `path`.
 pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
     let h5 = open_file(path)?;
-    let name = match name {
-        Some(n) => {
-            let n = if n.starts_with('/') {
-                n.to_string()
-            } else {
-                format!("/{n}")
-            };
-            match h5.loc_type_by_name(&n) {
-                Ok(hdf5::LocationType::Dataset) => n,
-                Ok(hdf5::LocationType::Group) => {
-                    return Err(Error::request(
-                        path,
-                        format!("{n} is a group, not a dataset"),
-                    ))
-                }
-                Ok(_) => return Err(Error::request(path, format!("{n} is not a dataset"))),
-                Err(_) => {
-                    let mut all = Vec::new();
-                    walk(&h5, "", 0, &mut all);
-                    return Err(Error::request(
-                        path,
-                        format!("no dataset {n} (datasets: {})", list_names(&all)),
-                    ));
-                }
-            }
-        }
-        None => {
-            let mut all = Vec::new();
-            walk(&h5, "", 0, &mut all);
-            match all.len() {
-                0 => return Err(Error::request(path, "the file holds no datasets")),
-                1 => all.pop().expect("one"),
-                n => {
-                    return Err(Error::request(
-                        path,
-                        format!(
-                            "the file holds {n} datasets; choose one with --dataset: {}",
-                            list_names(&all)
-                        ),
-                    ))
-                }
-            }
-        }
-    };
+    let name = choose(path, &h5, name)?;
     let ds = open_dataset(path, &h5, &name)?;
     let raw = inspect(path, &ds)?;
     if raw.shape.is_empty() {
@@ -586,7 +873,6 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             format!("dataset {name} has an unsupported type: {why}"),
         )
     })?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let bytes = raw
         .shape
         .iter()
@@ -608,6 +894,20 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             ),
         ));
     }
+    if raw.layout == Layout::Virtual {
+        check_virtual_sources(path, &h5, &ds, &name)?;
+    }
+    let hold = holder(path, &ds, file)?;
+    // Where colstats reads bytes itself, it reads them from the file that holds them.
+    let (data_file, file_len, userblock) = match &hold.file {
+        Some(f) => (Some(f), hold.len, hold.userblock),
+        None => (None, 0, 0),
+    };
+    let in_file = if hold.same {
+        String::new()
+    } else {
+        format!(" (in {})", hold.name)
+    };
     let via_hdf5 = |why: String, chunk_rows| {
         Storage::Hdf5(Hdf5Read {
             dataset: ds.clone(),
@@ -623,20 +923,22 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             raw.chunk.as_ref().and_then(|c| c.first().copied()),
         ),
         Layout::Contiguous if raw.external => via_hdf5("external storage".into(), None),
-        Layout::Contiguous => match raw.offset {
-            Some(off) if off.checked_add(bytes).is_some_and(|end| end <= file_len) => {
+        Layout::Contiguous => match (raw.offset, data_file) {
+            (Some(off), Some(f)) if off.checked_add(bytes).is_some_and(|end| end <= file_len) => {
+                verify_contiguous(path, &ds, &name, f, off, &raw.shape, dtype.size, &in_file)?;
                 offset = off;
                 Storage::Mapped
             }
-            Some(off) => {
+            (Some(off), Some(_)) => {
                 return Err(Error::Size {
                     path: path.to_path_buf(),
                     msg: format!(
-                        "dataset {name}: data at offset {off} ({bytes} bytes) runs past the end of the file ({file_len} bytes)"
+                        "dataset {name}{in_file}: data at offset {off} ({bytes} bytes) runs past the end of the file ({file_len} bytes)"
                     ),
                 })
             }
-            None => via_hdf5("never written (fill value)".into(), None),
+            (Some(_), None) => via_hdf5("its file is read by a libhdf5 driver".into(), None),
+            (None, _) => via_hdf5("never written (fill value)".into(), None),
         },
         Layout::Compact => via_hdf5("compact storage".into(), None),
         Layout::Virtual => via_hdf5("virtual dataset".into(), None),
@@ -646,17 +948,35 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
                 .filters
                 .iter()
                 .all(|f| matches!(f.id, FILTER_DEFLATE | FILTER_SHUFFLE | FILTER_FLETCHER32));
-            if native && !raw.shape.is_empty() {
-                let table = chunk_table(path, &ds, &raw.shape, &chunk, file, h5.userblock())?;
+            if native && chunk.iter().all(|&c| c > 0) {
+                let grid: Vec<u64> = raw
+                    .shape
+                    .iter()
+                    .zip(&chunk)
+                    .map(|(d, c)| d.div_ceil(*c))
+                    .collect();
+                let n = grid.iter().try_fold(1u64, |a, &g| a.checked_mul(g));
+                let index = match (n, data_file) {
+                    (Some(n), Some(f)) if n <= table_max() => ChunkIndex::Table(chunk_table(
+                        path,
+                        &ds,
+                        &grid,
+                        &chunk,
+                        (f, file_len, userblock),
+                        &in_file,
+                    )?),
+                    (Some(n), _) if n <= 1 << 40 => ChunkIndex::Library(ds.clone()),
+                    _ => {
+                        return Err(Error::format(
+                            path,
+                            format!("dataset {name}: its chunk grid {grid:?} is too large"),
+                        ))
+                    }
+                };
                 Storage::Chunked(Chunked {
-                    grid: raw
-                        .shape
-                        .iter()
-                        .zip(&chunk)
-                        .map(|(d, c)| d.div_ceil((*c).max(1)))
-                        .collect(),
+                    grid,
                     chunk,
-                    table,
+                    index,
                     filters: raw.filters.clone(),
                     fill: raw.fill.clone(),
                 })
@@ -679,13 +999,184 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             }
         }
     };
+    let holder = match hold.file {
+        Some(f) if !hold.same => Some((f, hold.name)),
+        _ => None,
+    };
     Ok(Opened {
         name,
         shape: raw.shape,
         dtype,
         offset,
         storage,
+        holder,
     })
+}
+
+/// Compares a few elements spread over a contiguous dataset, as libhdf5 reads them, with the
+/// bytes at the offset libhdf5 reported in the file colstats maps: a wrong file or offset is
+/// an error, never a wrong number.
+#[allow(clippy::too_many_arguments)]
+fn verify_contiguous(
+    path: &Path,
+    ds: &hdf5::Dataset,
+    name: &str,
+    file: &File,
+    offset: u64,
+    shape: &[u64],
+    itemsize: usize,
+    in_file: &str,
+) -> Result<()> {
+    let total: u64 = shape.iter().product();
+    if total == 0 {
+        return Ok(());
+    }
+    let n = total.min(16);
+    let mut flats = Vec::with_capacity(n as usize);
+    let mut coords: Vec<hsize_t> = Vec::with_capacity(n as usize * shape.len());
+    for k in 0..n {
+        let flat = if n == 1 { 0 } else { k * (total - 1) / (n - 1) };
+        flats.push(flat);
+        let mut c = vec![0u64; shape.len()];
+        let mut rem = flat;
+        for d in (0..shape.len()).rev() {
+            c[d] = rem % shape[d];
+            rem /= shape[d];
+        }
+        coords.extend(c);
+    }
+    let mut via = vec![0u8; n as usize * itemsize];
+    let id = ds.id();
+    locked(|| {
+        // SAFETY: the point list has `n` points of `shape.len()` coordinates; `via` holds `n`
+        // elements of the file type, which is also the memory type (no conversion).
+        unsafe {
+            let tid = Id(h5d::H5Dget_type(id), h5t::H5Tclose);
+            let fspace = Id(h5d::H5Dget_space(id), h5s::H5Sclose);
+            let count = [n as hsize_t];
+            let mspace = Id(
+                h5s::H5Screate_simple(1, count.as_ptr(), std::ptr::null()),
+                h5s::H5Sclose,
+            );
+            if tid.0 < 0
+                || fspace.0 < 0
+                || mspace.0 < 0
+                || h5s::H5Sselect_elements(
+                    fspace.0,
+                    h5s::H5S_seloper_t::H5S_SELECT_SET,
+                    n as usize,
+                    coords.as_ptr(),
+                ) < 0
+                || h5d::H5Dread(
+                    id,
+                    tid.0,
+                    mspace.0,
+                    fspace.0,
+                    h5p::H5P_DEFAULT,
+                    via.as_mut_ptr() as *mut c_void,
+                ) < 0
+            {
+                return Err(h5err(path, &format!("cannot read dataset {name}")));
+            }
+            Ok(())
+        }
+    })?;
+    let mut direct = vec![0u8; itemsize];
+    for (k, flat) in flats.iter().enumerate() {
+        let at = offset + flat * itemsize as u64;
+        file.read_exact_at(&mut direct, at)
+            .map_err(|e| Error::io(path, e))?;
+        if direct != via[k * itemsize..(k + 1) * itemsize] {
+            return Err(Error::format(
+                path,
+                format!(
+                    "dataset {name}{in_file}: the bytes at offset {at} differ from what libhdf5 \
+                     reads for element {flat}; refusing to read at that offset"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A virtual dataset whose source file or dataset is missing reads as fill values in
+/// libhdf5, silently: refuse it instead, naming the source.
+fn check_virtual_sources(
+    path: &Path,
+    h5: &hdf5::File,
+    ds: &hdf5::Dataset,
+    name: &str,
+) -> Result<()> {
+    let sources = locked(|| {
+        // SAFETY: the creation list is closed by `Id`; names are read into buffers of the
+        // size libhdf5 reports, plus the terminator.
+        unsafe {
+            let dcpl = Id(h5d::H5Dget_create_plist(ds.id()), h5p::H5Pclose);
+            let mut count: usize = 0;
+            if dcpl.0 < 0 || h5p::H5Pget_virtual_count(dcpl.0, &mut count) < 0 {
+                return Err(h5err(path, "cannot read the virtual dataset's mappings"));
+            }
+            let get =
+                |i: usize, f: unsafe extern "C" fn(hid_t, usize, *mut c_char, usize) -> isize| {
+                    let len = f(dcpl.0, i, std::ptr::null_mut(), 0);
+                    if len < 0 {
+                        return None;
+                    }
+                    let mut buf = vec![0 as c_char; len as usize + 1];
+                    f(dcpl.0, i, buf.as_mut_ptr(), buf.len());
+                    Some(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned())
+                };
+            let mut out = Vec::new();
+            for i in 0..count {
+                match (
+                    get(i, h5p::H5Pget_virtual_filename),
+                    get(i, h5p::H5Pget_virtual_dsetname),
+                ) {
+                    (Some(f), Some(d)) => out.push((f, d)),
+                    _ => return Err(h5err(path, "cannot read the virtual dataset's mappings")),
+                }
+            }
+            Ok(out)
+        }
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut checked = std::collections::HashSet::new();
+    for (f, d) in sources {
+        // printf-style patterns (unlimited mappings) name many files: not checked here.
+        if f.contains('%') || d.contains('%') || !checked.insert((f.clone(), d.clone())) {
+            continue;
+        }
+        let ok = if f == "." {
+            h5.loc_type_by_name(&d)
+                .is_ok_and(|t| t == hdf5::LocationType::Dataset)
+        } else {
+            let mut cands = Vec::new();
+            if let Some(p) = std::env::var_os("HDF5_VDS_PREFIX") {
+                cands.push(Path::new(&p).join(&f));
+            }
+            cands.push(dir.join(&f));
+            cands.push(Path::new(&f).to_path_buf());
+            cands.into_iter().filter(|c| c.is_file()).any(|c| {
+                hdf5::File::with_options()
+                    .with_fapl(|p| p.file_locking(false))
+                    .open(&c)
+                    .is_ok_and(|src| {
+                        src.loc_type_by_name(&d)
+                            .is_ok_and(|t| t == hdf5::LocationType::Dataset)
+                    })
+            })
+        };
+        if !ok {
+            return Err(Error::format(
+                path,
+                format!(
+                    "virtual dataset {name} maps source {f}:{d}, which cannot be opened \
+                     (libhdf5 would read its fill value there instead)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn list_names(all: &[String]) -> String {
@@ -705,28 +1196,18 @@ fn list_names(all: &[String]) -> String {
     s
 }
 
-/// Every chunk's address and size, walking the regular chunk grid by coordinate (listing by
-/// index is quadratic in libhdf5 1.10).
+/// Every chunk's address and size, walking the regular chunk grid by coordinate. Each lookup
+/// walks the chunk index in libhdf5 1.10, so this is quadratic in the number of chunks: it is
+/// used only up to [`table_max`] chunks.
 fn chunk_table(
     path: &Path,
     ds: &hdf5::Dataset,
-    shape: &[u64],
+    grid: &[u64],
     chunk: &[u64],
-    file: &File,
-    userblock: u64,
+    (file, file_len, userblock): (&File, u64, u64),
+    in_file: &str,
 ) -> Result<Vec<ChunkLoc>> {
-    let grid: Vec<u64> = shape
-        .iter()
-        .zip(chunk)
-        .map(|(d, c)| d.div_ceil((*c).max(1)))
-        .collect();
     let n: u64 = grid.iter().product();
-    if n > (1 << 28) {
-        return Err(Error::format(
-            path,
-            format!("{n} chunks is more than colstats handles"),
-        ));
-    }
     let id = ds.id();
     let mut table = Vec::with_capacity(n as usize);
     locked(|| -> Result<()> {
@@ -757,57 +1238,78 @@ fn chunk_table(
         Ok(())
     })?;
     // libhdf5 before 1.14.2 reports chunk addresses without the user block (HDF5 issue
-    // #3003): find out which base is right by comparing with a direct chunk read.
-    if let Some((i, first)) = table.iter().enumerate().find(|(_, c)| c.addr != u64::MAX) {
-        let mut coord = vec![0u64; grid.len()];
+    // #3003): find out which base is right by comparing the first stored chunk with a direct
+    // chunk read, then check the last one too, so that a wrong file or base is an error.
+    let stored: Vec<usize> = table
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.addr != u64::MAX)
+        .map(|(i, _)| i)
+        .collect();
+    let Some(&first) = stored.first() else {
+        return Ok(table);
+    };
+    let direct = |i: usize| -> Result<Vec<u8>> {
         let mut rem = i as u64;
+        let mut offs = vec![0 as hsize_t; grid.len()];
         for k in (0..grid.len()).rev() {
-            coord[k] = rem % grid[k];
+            offs[k] = rem % grid[k] * chunk[k];
             rem /= grid[k];
         }
-        let offs: Vec<hsize_t> = coord.iter().zip(chunk).map(|(g, c)| g * c).collect();
-        let mut direct = vec![0u8; first.size as usize];
+        let mut buf = vec![0u8; table[i].size as usize];
         let mut filters: u32 = 0;
-        // SAFETY: `direct` holds exactly the chunk's stored size.
+        // SAFETY: `buf` holds exactly the chunk's stored size.
         let rc = locked(|| unsafe {
             h5d::H5Dread_chunk(
                 id,
                 h5p::H5P_DEFAULT,
                 offs.as_ptr(),
                 &mut filters,
-                direct.as_mut_ptr() as *mut c_void,
+                buf.as_mut_ptr() as *mut c_void,
             )
         });
         if rc < 0 {
-            return Err(h5err(path, "cannot read the first chunk"));
+            return Err(h5err(path, &format!("cannot read the chunk at {offs:?}")));
         }
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let matches = |base: u64| {
-            let at = first.addr + base;
-            if at + first.size > file_len {
-                return false;
-            }
-            let mut buf = vec![0u8; first.size as usize];
-            file.read_exact_at(&mut buf, at).is_ok() && buf == direct
-        };
-        let base = if matches(0) {
-            0
-        } else if userblock > 0 && matches(userblock) {
-            userblock
-        } else {
-            return Err(Error::format(
-                path,
-                "chunk addresses reported by libhdf5 do not match the chunk data",
-            ));
-        };
-        for c in table.iter_mut().filter(|c| c.addr != u64::MAX) {
-            c.addr += base;
-            if c.addr.checked_add(c.size).is_none_or(|e| e > file_len) {
-                return Err(Error::Size {
-                    path: path.to_path_buf(),
-                    msg: format!("a chunk at offset {} runs past the end of the file", c.addr),
-                });
-            }
+        Ok(buf)
+    };
+    let matches = |i: usize, want: &[u8], base: u64| {
+        let c = table[i];
+        let at = c.addr + base;
+        if at.checked_add(c.size).is_none_or(|e| e > file_len) {
+            return false;
+        }
+        let mut buf = vec![0u8; c.size as usize];
+        file.read_exact_at(&mut buf, at).is_ok() && buf == want
+    };
+    let want = direct(first)?;
+    let base = if matches(first, &want, 0) {
+        0
+    } else if userblock > 0 && matches(first, &want, userblock) {
+        userblock
+    } else {
+        return Err(Error::format(
+            path,
+            format!("chunk addresses reported by libhdf5 do not match the chunk data{in_file}"),
+        ));
+    };
+    let last = *stored.last().expect("one stored chunk");
+    if last != first && !matches(last, &direct(last)?, base) {
+        return Err(Error::format(
+            path,
+            format!("chunk addresses reported by libhdf5 do not match the chunk data{in_file}"),
+        ));
+    }
+    for c in table.iter_mut().filter(|c| c.addr != u64::MAX) {
+        c.addr += base;
+        if c.addr.checked_add(c.size).is_none_or(|e| e > file_len) {
+            return Err(Error::Size {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "a chunk at offset {} runs past the end of the file{in_file}",
+                    c.addr
+                ),
+            });
         }
     }
     Ok(table)
@@ -995,6 +1497,81 @@ pub fn decode_chunk(
     Ok(())
 }
 
+/// The most bytes a stored chunk of `expect` decoded bytes may take: deflate can grow
+/// incompressible data a little, and a checksum adds 4 bytes.
+fn max_stored(expect: usize) -> u64 {
+    2 * expect as u64 + 4096
+}
+
+/// Why a chunk could not be fetched through libhdf5.
+enum FetchError {
+    /// Its stored size cannot be right.
+    Corrupt(String),
+    /// libhdf5 failed.
+    Other(Error),
+}
+
+unsafe extern "C" {
+    // In libhdf5 since 1.10.2; the bindings do not declare it.
+    fn H5Dget_chunk_storage_size(
+        dset_id: hid_t,
+        offset: *const hsize_t,
+        chunk_bytes: *mut hsize_t,
+    ) -> hdf5_sys::h5::herr_t;
+}
+
+/// Fetches the stored bytes of the chunk at `origin` through libhdf5 (its own index lookup,
+/// from the file that holds them) into `raw`; its filter mask, or `None` for a chunk never
+/// written.
+fn fetch_chunk(
+    path: &Path,
+    ds: &hdf5::Dataset,
+    origin: &[u64],
+    expect: usize,
+    raw: &mut Vec<u8>,
+) -> std::result::Result<Option<u32>, FetchError> {
+    let id = ds.id();
+    locked(|| {
+        let mut size: hsize_t = 0;
+        // SAFETY: `origin` has one entry per dimension; `raw` is sized to the stored size
+        // before libhdf5 writes it.
+        unsafe {
+            if H5Dget_chunk_storage_size(id, origin.as_ptr(), &mut size) < 0 {
+                // libhdf5 1.10 fails on a chunk never written, rather than report size 0.
+                let e = h5err(path, &format!("cannot locate the chunk at {origin:?}"));
+                if e.to_string().contains("chunk storage is not allocated") {
+                    return Ok(None);
+                }
+                return Err(FetchError::Other(e));
+            }
+            if size == 0 {
+                return Ok(None);
+            }
+            if size > max_stored(expect) {
+                return Err(FetchError::Corrupt(format!(
+                    "{size} bytes stored for {expect} bytes of data"
+                )));
+            }
+            raw.resize(size as usize, 0);
+            let mut mask: u32 = 0;
+            if h5d::H5Dread_chunk(
+                id,
+                h5p::H5P_DEFAULT,
+                origin.as_ptr(),
+                &mut mask,
+                raw.as_mut_ptr() as *mut c_void,
+            ) < 0
+            {
+                return Err(FetchError::Other(h5err(
+                    path,
+                    &format!("cannot read the chunk at {origin:?}"),
+                )));
+            }
+            Ok(Some(mask))
+        }
+    })
+}
+
 /// Per-worker buffers for chunk decoding, reused across chunks.
 #[derive(Default)]
 pub struct ChunkScratch {
@@ -1048,59 +1625,90 @@ pub fn read_chunk_rows(
                 rem /= ch.grid[k];
             }
             let idx = band * others + o;
-            let loc = ch.table[idx as usize];
             let origin: Vec<u64> = g.iter().zip(c).map(|(a, b)| a * b).collect();
-            let unfiltered = ch
-                .filters
-                .iter()
-                .enumerate()
-                .all(|(i, _)| loc.mask & (1 << i) != 0);
-            if loc.addr != u64::MAX && unfiltered && full_rows {
-                // Plain chunks spanning whole rows: read the needed rows straight into place.
-                if loc.size as usize != expect {
-                    return Err(Error::format(
-                        path,
-                        format!("dataset {name}: chunk at {origin:?} is corrupt: {} bytes stored, {expect} expected", loc.size),
-                    ));
-                }
-                let first = r0.saturating_sub(origin[0]);
-                let last = c[0].min(r1 - origin[0]);
-                let row_bytes = (row_elems as usize) * itemsize;
-                let dst = ((origin[0] + first - r0) as usize) * row_bytes;
-                let len = ((last - first) as usize) * row_bytes;
-                file.read_exact_at(
-                    &mut out[dst..dst + len],
-                    loc.addr + first * row_bytes as u64,
+            let corrupt = |m: String| {
+                Error::format(
+                    path,
+                    format!("dataset {name}: chunk at {origin:?} is corrupt: {m}"),
                 )
-                .map_err(|e| Error::io(path, e))?;
-                continue;
-            }
-            if loc.addr == u64::MAX {
-                sc.out.clear();
-                for _ in 0..chunk_elems {
-                    sc.out.extend_from_slice(&ch.fill);
+            };
+            // The chunk's stored bytes land in `sc.raw`; `None`: never written.
+            let mask = match &ch.index {
+                ChunkIndex::Table(t) => {
+                    let loc = t[idx as usize];
+                    let unfiltered = (0..ch.filters.len()).all(|i| loc.mask & (1 << i) != 0);
+                    if loc.addr == u64::MAX {
+                        None
+                    } else if unfiltered && full_rows {
+                        // Plain chunks spanning whole rows: read the needed rows in place.
+                        if loc.size as usize != expect {
+                            return Err(corrupt(format!(
+                                "{} bytes stored, {expect} expected",
+                                loc.size
+                            )));
+                        }
+                        let first = r0.saturating_sub(origin[0]);
+                        let last = c[0].min(r1 - origin[0]);
+                        let row_bytes = (row_elems as usize) * itemsize;
+                        let dst = ((origin[0] + first - r0) as usize) * row_bytes;
+                        let len = ((last - first) as usize) * row_bytes;
+                        file.read_exact_at(
+                            &mut out[dst..dst + len],
+                            loc.addr + first * row_bytes as u64,
+                        )
+                        .map_err(|e| Error::io(path, e))?;
+                        continue;
+                    } else {
+                        if loc.size > max_stored(expect) {
+                            return Err(corrupt(format!(
+                                "{} bytes stored for {expect} bytes of data",
+                                loc.size
+                            )));
+                        }
+                        sc.raw.resize(loc.size as usize, 0);
+                        file.read_exact_at(&mut sc.raw, loc.addr)
+                            .map_err(|e| Error::io(path, e))?;
+                        Some(loc.mask)
+                    }
                 }
-            } else {
-                sc.raw.resize(loc.size as usize, 0);
-                file.read_exact_at(&mut sc.raw, loc.addr)
-                    .map_err(|e| Error::io(path, e))?;
-                decode_chunk(
-                    &ch.filters,
-                    loc.mask,
-                    itemsize,
-                    &sc.raw,
-                    expect,
-                    &mut sc.tmp,
-                    &mut sc.out,
-                    &mut sc.inflater,
-                )
-                .map_err(|m| {
-                    Error::format(
-                        path,
-                        format!("dataset {name}: chunk at {origin:?} is corrupt: {m}"),
+                ChunkIndex::Library(ds) => fetch_chunk(path, ds, &origin, expect, &mut sc.raw)
+                    .map_err(|e| match e {
+                        FetchError::Corrupt(m) => corrupt(m),
+                        FetchError::Other(e) => e,
+                    })?,
+            };
+            let data: &[u8] = match mask {
+                None => {
+                    sc.out.clear();
+                    for _ in 0..chunk_elems {
+                        sc.out.extend_from_slice(&ch.fill);
+                    }
+                    &sc.out
+                }
+                Some(m) if (0..ch.filters.len()).all(|i| m & (1 << i) != 0) => {
+                    if sc.raw.len() != expect {
+                        return Err(corrupt(format!(
+                            "{} bytes stored, {expect} expected",
+                            sc.raw.len()
+                        )));
+                    }
+                    &sc.raw
+                }
+                Some(m) => {
+                    decode_chunk(
+                        &ch.filters,
+                        m,
+                        itemsize,
+                        &sc.raw,
+                        expect,
+                        &mut sc.tmp,
+                        &mut sc.out,
+                        &mut sc.inflater,
                     )
-                })?;
-            }
+                    .map_err(corrupt)?;
+                    &sc.out
+                }
+            };
             // Copy the chunk's part inside rows r0..r1 and the extent: runs along the last
             // dimension.
             let first = r0.saturating_sub(origin[0]);
@@ -1125,7 +1733,7 @@ pub fn read_chunk_rows(
                     dst += (origin[k] + idx_local[k]) * dst_stride[k];
                 }
                 let (s0, d0) = (src as usize * itemsize, dst as usize * itemsize);
-                out[d0..d0 + run].copy_from_slice(&sc.out[s0..s0 + run]);
+                out[d0..d0 + run].copy_from_slice(&data[s0..s0 + run]);
                 // Advance over all dims but the last.
                 let mut k = nd - 1;
                 loop {

@@ -266,6 +266,14 @@ pub fn open(path: &Path, dataset: Option<&str>) -> Result<Source> {
 #[cfg(feature = "hdf5")]
 fn open_hdf5(path: &Path, file: File, len: u64, dataset: Option<&str>) -> Result<Source> {
     let o = hdf5::open(path, &file, dataset)?;
+    // Bytes are read from the file that holds them (another file behind an external link).
+    let (file, len) = match o.holder {
+        Some((f, _)) => {
+            let n = f.metadata().map_err(|e| Error::io(path, e))?.len();
+            (f, n)
+        }
+        None => (file, len),
+    };
     let (extent, chunk_rows, scratch) = match &o.storage {
         Storage::Mapped => (Some((len, false)), None, 0),
         Storage::Chunked(c) => (
@@ -322,6 +330,14 @@ fn recognise(path: &Path) -> Result<(File, u64, Format)> {
         Format::Npy
     } else if &head[..n] == HDF5_MAGIC || is_hdf5_after_userblock(&file, len) {
         Format::Hdf5
+    } else if let Some(kind) = netcdf3_kind(&head[..n]) {
+        return Err(Error::format(
+            path,
+            format!(
+                "a netCDF-3 file ({kind}), not HDF5: colstats reads netCDF-4 files; convert it \
+                 with `nccopy -k netCDF-4 IN OUT`"
+            ),
+        ));
     } else if len == 0 {
         return Err(Error::format(path, "empty file"));
     } else {
@@ -331,6 +347,16 @@ fn recognise(path: &Path) -> Result<(File, u64, Format)> {
         ));
     };
     Ok((file, len, format))
+}
+
+/// The netCDF-3 variant a file's signature names ("CDF" and a version byte), if any.
+fn netcdf3_kind(head: &[u8]) -> Option<&'static str> {
+    match head.get(..4)? {
+        b"CDF\x01" => Some("classic format"),
+        b"CDF\x02" => Some("64-bit offset format"),
+        b"CDF\x05" => Some("64-bit data format, CDF-5"),
+        _ => None,
+    }
 }
 
 /// The number of bytes the `.npy` header claims (preamble included), or 0 if unknown.
