@@ -324,3 +324,51 @@ fn absurd_column_counts_are_refused_before_allocation() {
         );
     }
 }
+
+/// A netCDF-4 record variable as the netCDF library chunks it, one record a chunk: 100,000
+/// chunks (libhdf5 1.10's by-coordinate lookup made this quadratic, minutes long), plain,
+/// gzip, and never written. colstats fetches such chunks through libhdf5; the results must
+/// be those of the `.npy` holding the same rows, bit for bit, for any thread count and budget.
+#[test]
+fn record_variable_of_100000_one_row_chunks() {
+    let dir = tmpdir();
+    let a = data2(100_000, 3, 11);
+    let twin = run(&npy_twin(dir.path(), &a), &[]);
+    let h = dir.path().join("records.h5");
+    {
+        let f = hdf5::File::create(&h).unwrap();
+        for (name, gzip) in [("plain", false), ("gzip", true)] {
+            let b = f
+                .new_dataset::<f64>()
+                .shape((hdf5::Extent::resizable(100_000), hdf5::Extent::fixed(3)))
+                .chunk((1, 3));
+            let b = if gzip { b.deflate(1) } else { b };
+            b.create(name).unwrap().write(&a).unwrap();
+        }
+        // Never written: every chunk reads as the fill value.
+        f.new_dataset::<f64>()
+            .shape((hdf5::Extent::resizable(100_000), hdf5::Extent::fixed(3)))
+            .chunk((1, 3))
+            .fill_value(2.5)
+            .create("unwritten")
+            .unwrap();
+    }
+    for name in ["plain", "gzip"] {
+        let what = format!("records.h5:/{name}");
+        let base = run(&h, &["--dataset", name]);
+        assert_eq!(base["stats"], twin["stats"], "{what} vs its .npy twin");
+        for extra in [
+            &["--threads", "1"][..],
+            &["--threads", "2", "--memory", "1MiB"],
+            &["--threads", "2", "--block-limit", "1"],
+        ] {
+            let mut args = vec!["--dataset", name];
+            args.extend_from_slice(extra);
+            assert_eq!(run(&h, &args)["stats"], base["stats"], "{what} {extra:?}");
+        }
+    }
+    let u = run(&h, &["--dataset", "unwritten"]);
+    assert_eq!(u["stats"]["count"][0], 100_000);
+    assert_eq!(u["stats"]["sum"][0], 250_000.0);
+    assert_eq!(u["stats"]["min"][2], 2.5);
+}
