@@ -1520,6 +1520,31 @@ unsafe extern "C" {
     ) -> hdf5_sys::h5::herr_t;
 }
 
+/// The description of the innermost frame of libhdf5's error stack (call under the lock).
+fn innermost_error() -> String {
+    use hdf5_sys::h5e;
+    unsafe extern "C" fn first(n: c_uint, e: *const h5e::H5E_error2_t, out: *mut c_void) -> i32 {
+        // SAFETY: libhdf5 passes a valid frame; `out` is the `String` below.
+        unsafe {
+            if n == 0 && !(*e).desc.is_null() {
+                *(out as *mut String) = CStr::from_ptr((*e).desc).to_string_lossy().into_owned();
+            }
+        }
+        1 // stop after the first frame
+    }
+    let mut s = String::new();
+    // SAFETY: the callback only writes `s`, which outlives the walk.
+    unsafe {
+        h5e::H5Ewalk2(
+            h5e::H5E_DEFAULT,
+            h5e::H5E_direction_t::H5E_WALK_UPWARD,
+            Some(first),
+            &mut s as *mut String as *mut c_void,
+        );
+    }
+    s
+}
+
 /// Fetches the stored bytes of the chunk at `origin` through libhdf5 (its own index lookup,
 /// from the file that holds them) into `raw`; its filter mask, or `None` for a chunk never
 /// written.
@@ -1538,11 +1563,15 @@ fn fetch_chunk(
         unsafe {
             if H5Dget_chunk_storage_size(id, origin.as_ptr(), &mut size) < 0 {
                 // libhdf5 1.10 fails on a chunk never written, rather than report size 0.
-                let e = h5err(path, &format!("cannot locate the chunk at {origin:?}"));
-                if e.to_string().contains("chunk storage is not allocated") {
+                // Only the innermost message is read here: formatting the whole stack would
+                // cost more than the lookup, once per unwritten chunk.
+                if innermost_error().contains("chunk storage is not allocated") {
                     return Ok(None);
                 }
-                return Err(FetchError::Other(e));
+                return Err(FetchError::Other(h5err(
+                    path,
+                    &format!("cannot locate the chunk at {origin:?}"),
+                )));
             }
             if size == 0 {
                 return Ok(None);
