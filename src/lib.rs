@@ -367,7 +367,16 @@ impl Request {
             info.access = match &src.storage {
                 source::Storage::Mapped => "memory-mapped per block".into(),
                 #[cfg(feature = "hdf5")]
-                source::Storage::Chunked(_) => "chunks fetched raw and decoded in parallel".into(),
+                source::Storage::Chunked(c) => match c.index {
+                    source::hdf5::ChunkIndex::Table(_) => {
+                        "chunks read raw and decoded in parallel".into()
+                    }
+                    source::hdf5::ChunkIndex::Library(_) => {
+                        "chunks fetched raw through libhdf5 (one at a time, under its lock) \
+                         and decoded in parallel"
+                            .into()
+                    }
+                },
                 #[cfg(feature = "hdf5")]
                 source::Storage::Hdf5(r) => format!("libhdf5 hyperslab reads ({})", r.why),
             };

@@ -496,6 +496,17 @@ fn cstring(path: &Path, s: &str) -> Result<std::ffi::CString> {
 /// reads (h5py with HDF5 2.0 and `libver='latest'` writes filtered chunked datasets so): the
 /// message says so and how to rewrite the file.
 fn open_dataset(path: &Path, file: &hdf5::File, name: &str) -> Result<hdf5::Dataset> {
+    open_dataset_with(path, file, name, true)
+}
+
+/// [`open_dataset`], with external raw-data names resolved against the HDF5 file's directory
+/// (`origin`) or, as libhdf5 does by default, against the working directory.
+fn open_dataset_with(
+    path: &Path,
+    file: &hdf5::File,
+    name: &str,
+    origin: bool,
+) -> Result<hdf5::Dataset> {
     let cname = cstring(path, name)?;
     let (id, e) = locked(|| {
         // SAFETY: plain calls on open ids; the access list is closed by `Id`, after the
@@ -505,7 +516,7 @@ fn open_dataset(path: &Path, file: &hdf5::File, name: &str) -> Result<hdf5::Data
                 h5p::H5Pcreate(*hdf5::globals::H5P_DATASET_ACCESS),
                 h5p::H5Pclose,
             );
-            if dapl.0 >= 0 {
+            if dapl.0 >= 0 && origin {
                 h5p::H5Pset_efile_prefix(dapl.0, c"${ORIGIN}".as_ptr());
             }
             let id = h5d::H5Dopen2(file.id(), cname.as_ptr(), dapl.0.max(h5p::H5P_DEFAULT));
@@ -533,6 +544,46 @@ fn open_dataset(path: &Path, file: &hdf5::File, name: &str) -> Result<hdf5::Data
     // SAFETY: `id` is a dataset id just opened, owned by the returned handle.
     unsafe { hdf5::from_id::<hdf5::Dataset>(id) }
         .map_err(|e| Error::format(path, format!("cannot open dataset {name}: {e}")))
+}
+
+/// Opens dataset `name`, choosing where the relative names of its external raw-data files
+/// (if any) are resolved: beside the HDF5 file holding it, else in the working directory
+/// (where libhdf5 alone and h5py look); if neither holds them all, an error names the
+/// missing file, rather than libhdf5's nameless "unable to open" at the first read.
+/// `HDF5_EXTFILE_PREFIX`, when set, decides instead, as in libhdf5.
+fn open_resolved(path: &Path, h5: &hdf5::File, name: &str) -> Result<hdf5::Dataset> {
+    let ds = open_dataset(path, h5, name)?;
+    let names = external_files(path, &ds)?;
+    if names.is_empty() || std::env::var_os("HDF5_EXTFILE_PREFIX").is_some() {
+        return Ok(ds);
+    }
+    let holder = ds.filename();
+    let dir = Path::new(&holder).parent().unwrap_or(Path::new(""));
+    let found = |base: &Path| {
+        names
+            .iter()
+            .all(|n| Path::new(n).is_absolute() || base.join(n).is_file())
+    };
+    if found(dir) {
+        return Ok(ds);
+    }
+    if !found(Path::new("")) {
+        let missing = names
+            .iter()
+            .find(|n| !dir.join(n).is_file() && !Path::new(n.as_str()).is_file())
+            .cloned()
+            .unwrap_or_default();
+        return Err(Error::format(
+            path,
+            format!(
+                "dataset {name} keeps its data in the external file {missing}, which is \
+                 neither beside the HDF5 file nor in the working directory"
+            ),
+        ));
+    }
+    // libhdf5 refuses to open a dataset again with another prefix while it is open.
+    drop(ds);
+    open_dataset_with(path, h5, name, false)
 }
 
 /// The file and path an external link at `name` points to, if it is one.
@@ -652,7 +703,14 @@ fn holder(path: &Path, ds: &hdf5::Dataset, named: &File) -> Result<Holder> {
                 md.len(),
             )
         }
-        None => (false, 0),
+        // Read through another driver: compare the names libhdf5 and the caller used.
+        None => {
+            let canon = |p: &Path| std::fs::canonicalize(p).ok();
+            (
+                canon(Path::new(&name)).is_some_and(|a| Some(a) == canon(path)),
+                0,
+            )
+        }
     };
     Ok(Holder {
         file: fd,
@@ -836,11 +894,24 @@ fn choose(path: &Path, h5: &hdf5::File, name: Option<&str>) -> Result<String> {
         )),
         Ok(_) => Err(Error::request(path, format!("{n} is not a dataset"))),
         Err(e) => {
-            if let Some((f, o)) = external_target(h5, &n) {
-                return Err(Error::format(
-                    path,
-                    format!("{n} is an external link to {f}:{o}, which cannot be opened: {e}"),
-                ));
+            // An external link on the path (the dataset itself or a group above it) whose
+            // target cannot be opened: name the target.
+            let mut prefix = String::new();
+            for part in n.split('/').filter(|p| !p.is_empty()) {
+                prefix.push('/');
+                prefix.push_str(part);
+                if h5.loc_type_by_name(&prefix).is_ok() {
+                    continue;
+                }
+                if let Some((f, o)) = external_target(h5, &prefix) {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "{prefix} is an external link to {f}:{o}, which cannot be opened: {e}"
+                        ),
+                    ));
+                }
+                break;
             }
             let all: Vec<String> = walk(h5).into_iter().map(|f| f.path).collect();
             Err(Error::request(
@@ -855,7 +926,7 @@ fn choose(path: &Path, h5: &hdf5::File, name: Option<&str>) -> Result<String> {
 pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
     let h5 = open_file(path)?;
     let name = choose(path, &h5, name)?;
-    let ds = open_dataset(path, &h5, &name)?;
+    let ds = open_resolved(path, &h5, &name)?;
     let raw = inspect(path, &ds)?;
     if raw.shape.is_empty() {
         return Err(Error::format(
@@ -894,10 +965,14 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             ),
         ));
     }
-    if raw.layout == Layout::Virtual {
-        check_virtual_sources(path, &h5, &ds, &name)?;
-    }
     let hold = holder(path, &ds, file)?;
+    let holder_dir = Path::new(&hold.name)
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    if raw.layout == Layout::Virtual {
+        check_virtual_sources(path, &ds, &name, &holder_dir)?;
+    }
     // Where colstats reads bytes itself, it reads them from the file that holds them.
     let (data_file, file_len, userblock) = match &hold.file {
         Some(f) => (Some(f), hold.len, hold.userblock),
@@ -923,7 +998,13 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
             raw.chunk.as_ref().and_then(|c| c.first().copied()),
         ),
         Layout::Contiguous if raw.external => via_hdf5("external storage".into(), None),
-        Layout::Contiguous => match (raw.offset, data_file) {
+        // libhdf5 1.10 reports an unallocated contiguous dataset's offset as HADDR_UNDEF plus
+        // the user block (wrapping to just below it): nothing stored means never written.
+        Layout::Contiguous => match (
+            raw.offset
+                .filter(|&o| raw.stored > 0 && o >= hold.userblock),
+            data_file,
+        ) {
             (Some(off), Some(f)) if off.checked_add(bytes).is_some_and(|end| end <= file_len) => {
                 verify_contiguous(path, &ds, &name, f, off, &raw.shape, dtype.size, &in_file)?;
                 offset = off;
@@ -956,16 +1037,20 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
                     .map(|(d, c)| d.div_ceil(*c))
                     .collect();
                 let n = grid.iter().try_fold(1u64, |a, &g| a.checked_mul(g));
-                let index = match (n, data_file) {
-                    (Some(n), Some(f)) if n <= table_max() => ChunkIndex::Table(chunk_table(
+                let table = match (n, data_file) {
+                    (Some(n), Some(f)) if n <= table_max() => chunk_table(
                         path,
                         &ds,
                         &grid,
                         &chunk,
                         (f, file_len, userblock),
                         &in_file,
-                    )?),
-                    (Some(n), _) if n <= 1 << 40 => ChunkIndex::Library(ds.clone()),
+                    )?,
+                    _ => None,
+                };
+                let index = match (table, n) {
+                    (Some(t), _) => ChunkIndex::Table(t),
+                    (None, Some(n)) if n <= 1 << 40 => ChunkIndex::Library(ds.clone()),
                     _ => {
                         return Err(Error::format(
                             path,
@@ -1100,14 +1185,74 @@ fn verify_contiguous(
 }
 
 /// A virtual dataset whose source file or dataset is missing reads as fill values in
-/// libhdf5, silently: refuse it instead, naming the source.
-fn check_virtual_sources(
-    path: &Path,
-    h5: &hdf5::File,
-    ds: &hdf5::Dataset,
-    name: &str,
-) -> Result<()> {
-    let sources = locked(|| {
+/// libhdf5, silently: refuse it instead, naming the source. Source files are looked for as
+/// libhdf5 1.10 looks for them: an absolute name as given, else its bare file name; then
+/// under each `HDF5_VDS_PREFIX` entry (`${ORIGIN}` is the virtual dataset's directory); then
+/// beside the file holding the virtual dataset (`dir`); then in the working directory. The
+/// first file that opens must hold the source dataset. `.` is the file holding it.
+fn check_virtual_sources(path: &Path, ds: &hdf5::Dataset, name: &str, dir: &Path) -> Result<()> {
+    let sources = virtual_sources(path, ds)?;
+    let open_h5 = |p: &Path| {
+        hdf5::File::with_options()
+            .with_fapl(|p| p.file_locking(false))
+            .open(p)
+            .ok()
+    };
+    let mut checked = std::collections::HashSet::new();
+    for (f, d) in sources {
+        // printf-style patterns (unlimited mappings) name many files: not checked here.
+        if f.contains('%') || d.contains('%') || !checked.insert((f.clone(), d.clone())) {
+            continue;
+        }
+        let has = |file: &hdf5::File| {
+            file.loc_type_by_name(&d)
+                .is_ok_and(|t| t == hdf5::LocationType::Dataset)
+        };
+        let ok = if f == "." {
+            ds.file().is_ok_and(|file| has(&file))
+        } else {
+            let given = Path::new(&f);
+            let mut cands = Vec::new();
+            let bare = if given.is_absolute() {
+                cands.push(given.to_path_buf());
+                given
+                    .file_name()
+                    .map(Path::new)
+                    .unwrap_or(given)
+                    .to_path_buf()
+            } else {
+                given.to_path_buf()
+            };
+            if let Some(env) = std::env::var_os("HDF5_VDS_PREFIX") {
+                for entry in env.to_string_lossy().split(':').filter(|e| !e.is_empty()) {
+                    let e = entry.replace("${ORIGIN}", &dir.to_string_lossy());
+                    cands.push(Path::new(&e).join(&bare));
+                }
+            }
+            cands.push(dir.join(&bare));
+            cands.push(bare.clone());
+            cands
+                .iter()
+                .filter(|c| c.is_file())
+                .find_map(|c| open_h5(c))
+                .is_some_and(|file| has(&file))
+        };
+        if !ok {
+            return Err(Error::format(
+                path,
+                format!(
+                    "virtual dataset {name} maps source {f}:{d}, which cannot be opened \
+                     (libhdf5 would read its fill value there instead)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The (file, dataset) names of a virtual dataset's mappings.
+fn virtual_sources(path: &Path, ds: &hdf5::Dataset) -> Result<Vec<(String, String)>> {
+    locked(|| {
         // SAFETY: the creation list is closed by `Id`; names are read into buffers of the
         // size libhdf5 reports, plus the terminator.
         unsafe {
@@ -1138,45 +1283,39 @@ fn check_virtual_sources(
             }
             Ok(out)
         }
-    })?;
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let mut checked = std::collections::HashSet::new();
-    for (f, d) in sources {
-        // printf-style patterns (unlimited mappings) name many files: not checked here.
-        if f.contains('%') || d.contains('%') || !checked.insert((f.clone(), d.clone())) {
-            continue;
-        }
-        let ok = if f == "." {
-            h5.loc_type_by_name(&d)
-                .is_ok_and(|t| t == hdf5::LocationType::Dataset)
-        } else {
-            let mut cands = Vec::new();
-            if let Some(p) = std::env::var_os("HDF5_VDS_PREFIX") {
-                cands.push(Path::new(&p).join(&f));
+    })
+}
+
+/// The names of a dataset's external raw-data files (`H5Pset_external`), in order.
+fn external_files(path: &Path, ds: &hdf5::Dataset) -> Result<Vec<String>> {
+    locked(|| {
+        // SAFETY: the creation list is closed by `Id`; each name is read into a 4 KiB buffer,
+        // terminated by libhdf5 (truncated names are still terminated).
+        unsafe {
+            let dcpl = Id(h5d::H5Dget_create_plist(ds.id()), h5p::H5Pclose);
+            let n = if dcpl.0 < 0 {
+                -1
+            } else {
+                h5p::H5Pget_external_count(dcpl.0)
+            };
+            if n < 0 {
+                return Err(h5err(path, "cannot read the external storage list"));
             }
-            cands.push(dir.join(&f));
-            cands.push(Path::new(&f).to_path_buf());
-            cands.into_iter().filter(|c| c.is_file()).any(|c| {
-                hdf5::File::with_options()
-                    .with_fapl(|p| p.file_locking(false))
-                    .open(&c)
-                    .is_ok_and(|src| {
-                        src.loc_type_by_name(&d)
-                            .is_ok_and(|t| t == hdf5::LocationType::Dataset)
-                    })
-            })
-        };
-        if !ok {
-            return Err(Error::format(
-                path,
-                format!(
-                    "virtual dataset {name} maps source {f}:{d}, which cannot be opened \
-                     (libhdf5 would read its fill value there instead)"
-                ),
-            ));
+            let mut out = Vec::new();
+            for i in 0..n as c_uint {
+                let mut buf = vec![0 as c_char; 4096];
+                let (mut off, mut size): (libc::off_t, hsize_t) = (0, 0);
+                if h5p::H5Pget_external(dcpl.0, i, buf.len(), buf.as_mut_ptr(), &mut off, &mut size)
+                    < 0
+                {
+                    return Err(h5err(path, "cannot read the external storage list"));
+                }
+                *buf.last_mut().expect("4096 bytes") = 0;
+                out.push(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned());
+            }
+            Ok(out)
         }
-    }
-    Ok(())
+    })
 }
 
 fn list_names(all: &[String]) -> String {
@@ -1206,7 +1345,7 @@ fn chunk_table(
     chunk: &[u64],
     (file, file_len, userblock): (&File, u64, u64),
     in_file: &str,
-) -> Result<Vec<ChunkLoc>> {
+) -> Result<Option<Vec<ChunkLoc>>> {
     let n: u64 = grid.iter().product();
     let id = ds.id();
     let mut table = Vec::with_capacity(n as usize);
@@ -1247,7 +1386,7 @@ fn chunk_table(
         .map(|(i, _)| i)
         .collect();
     let Some(&first) = stored.first() else {
-        return Ok(table);
+        return Ok(Some(table));
     };
     let direct = |i: usize| -> Result<Vec<u8>> {
         let mut rem = i as u64;
@@ -1282,24 +1421,26 @@ fn chunk_table(
         let mut buf = vec![0u8; c.size as usize];
         file.read_exact_at(&mut buf, at).is_ok() && buf == want
     };
-    let want = direct(first)?;
-    let base = if matches(first, &want, 0) {
-        0
-    } else if userblock > 0 && matches(first, &want, userblock) {
-        userblock
-    } else {
-        return Err(Error::format(
-            path,
-            format!("chunk addresses reported by libhdf5 do not match the chunk data{in_file}"),
-        ));
-    };
+    // Every base under which both the first and the last stored chunk match. Two can match
+    // when those chunks and the bytes before them are all zeros: then the table is not
+    // trusted, and libhdf5 fetches the chunks instead (`None`).
     let last = *stored.last().expect("one stored chunk");
-    if last != first && !matches(last, &direct(last)?, base) {
-        return Err(Error::format(
-            path,
-            format!("chunk addresses reported by libhdf5 do not match the chunk data{in_file}"),
-        ));
-    }
+    let (want_first, want_last) = (direct(first)?, direct(last)?);
+    let bases: Vec<u64> = [0, userblock]
+        .into_iter()
+        .take(if userblock > 0 { 2 } else { 1 })
+        .filter(|&b| matches(first, &want_first, b) && matches(last, &want_last, b))
+        .collect();
+    let base = match bases[..] {
+        [b] => b,
+        [] => {
+            return Err(Error::format(
+                path,
+                format!("chunk addresses reported by libhdf5 do not match the chunk data{in_file}"),
+            ))
+        }
+        _ => return Ok(None),
+    };
     for c in table.iter_mut().filter(|c| c.addr != u64::MAX) {
         c.addr += base;
         if c.addr.checked_add(c.size).is_none_or(|e| e > file_len) {
@@ -1312,7 +1453,7 @@ fn chunk_table(
             });
         }
     }
-    Ok(table)
+    Ok(Some(table))
 }
 
 /// Reads rows `r0..r1` (all columns) as raw file-order bytes through libhdf5.
