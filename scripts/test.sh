@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test, then the quick end-to-end benchmark (which asserts nothing about speed), then a
+# Every test (unit, integration, doctests), a debug build of a crate that depends on
+# colstats, then the quick end-to-end benchmark (which asserts nothing about speed), then a
 # one-line total. This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +8,8 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-targets 2>&1 | tee "$log"
+cargo test --doc 2>&1 | tee -a "$log"
+./scripts/dependent_check.sh
 cargo bench --bench e2e -- --quick
 passed=$(grep -E '^test result:' "$log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -E '^test result:' "$log" | awk '{s += $6} END {print s + 0}')

@@ -111,6 +111,12 @@ pub fn block_bytes(b: &Block, itemsize: u64) -> u64 {
     (b.rows.end - b.rows.start) * (b.runs.end - b.runs.start) * itemsize
 }
 
+/// Stack reserved for each worker thread. Built without optimisation (a dependent crate's
+/// debug build: colstats's own `[profile.dev]` settings do not apply there), the kernels,
+/// forced inline into each instruction-set variant, take one frame of several MiB, more than
+/// rayon's default 2 MiB. The reservation is virtual: only the pages touched are resident.
+pub const WORKER_STACK: usize = 64 << 20;
+
 /// Reduces every block of `plan` and returns one accumulator per selected column.
 pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<Acc>> {
     let mut results = vec![Acc::EMPTY; job.sel.len()];
@@ -119,6 +125,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(job.threads.max(1))
+        .stack_size(WORKER_STACK)
         .thread_name(|i| format!("colstats-{i}"))
         .build()
         .map_err(|e| Error::Threads(e.to_string()))?;

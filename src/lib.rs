@@ -6,16 +6,28 @@
 //! merged exactly in a fixed order ([`moments`]), so answers are identical for any thread
 //! count.
 //!
-//! ```no_run
+//! ```
 //! use colstats::{Request, Stat};
 //!
-//! let summary = colstats::Request::new("big.npy")
+//! # // A 3 × 2 float64 `.npy` file, written by hand for the example.
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("big.npy");
+//! # let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+//! # let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 2), }".to_string();
+//! # while (10 + header.len() + 1) % 64 != 0 { header.push(' '); }
+//! # header.push('\n');
+//! # bytes.extend((header.len() as u16).to_le_bytes());
+//! # bytes.extend(header.as_bytes());
+//! # for v in [1.0f64, 10.0, 2.0, 20.0, 3.0, 30.0] { bytes.extend(v.to_le_bytes()); }
+//! # std::fs::write(&path, bytes)?;
+//! let summary = Request::new(&path)
 //!     .stats(&[Stat::Mean, Stat::Std, Stat::Min, Stat::Max])
 //!     .memory(512 << 20)
 //!     .run()?;
-//! let mean = summary.mean.as_ref().unwrap();
+//! let mean = summary.mean.as_ref().expect("asked for the mean");
+//! assert_eq!(mean.to_vec(), vec![2.0, 20.0]);
 //! println!("column 0: mean {}", mean[0]);
-//! # Ok::<(), colstats::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Limitations
@@ -39,6 +51,9 @@ use std::path::{Path, PathBuf};
 use ndarray::Array1;
 
 pub use error::{Error, Result};
+/// The `ndarray` colstats's results are built on ([`Values`] holds `Array1`s), re-exported
+/// so that a caller's types are the same version's.
+pub use ndarray;
 pub use select::{ColumnSpec, RowSpec};
 pub use source::{ArrayMeta, ByteOrder, DType, Format, Kind, Order};
 
