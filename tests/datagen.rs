@@ -1,9 +1,7 @@
 //! data-gen: deterministic for any thread count and order; its HDF5 output reads back to the
 //! same statistics as its `.npy` output.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use data_gen::{DType, Dist, Order, Spec};
 
 fn spec(dist: Dist, dtype: &str) -> Spec {

@@ -2,9 +2,7 @@
 //! by make_fixtures.py with Python fractions), for several thread counts and block sizes;
 //! every malformed or unsupported fixture must fail cleanly.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn exact_int(v: &Value) -> Option<i128> {

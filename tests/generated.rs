@@ -1,9 +1,7 @@
 //! Generated arrays against exact integer-arithmetic references, across layouts, thread
 //! counts, budgets, selections and output formats; and the CLI's error paths.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 fn run_json(path: &Path, extra: &[&str]) -> serde_json::Value {

@@ -1,11 +1,8 @@
 //! HDF5 files written by h5py (tests/fixtures/make_h5_fixtures.py): every readable dataset
 //! must give the statistics of its `.npy` twin (the values h5py reads back); every bad one
 //! must fail with one clear line.
-#![cfg(feature = "hdf5")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn stats(args: &[&std::ffi::OsStr]) -> std::process::Output {

@@ -1,11 +1,8 @@
 //! HDF5 datasets written by the tests themselves (through the hdf5 crate) against the same
 //! values as `.npy`: contiguous, chunked, gzip, gzip+shuffle, fletcher32, fill values,
 //! edge chunks, a user block; bit-identical across thread counts and block sizes.
-#![cfg(feature = "hdf5")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ndarray::{Array2, Array3};
 use std::path::Path;
 

@@ -1,10 +1,15 @@
 //! Peak memory stays within the budget for a file many times larger than it.
 //!
-//! Alone in its own test binary, as one test, so `RUSAGE_CHILDREN` sees only these children.
+//! Alone in its own test binary (not a module of tests/tests.rs), as one test, so
+//! `RUSAGE_CHILDREN` sees only these children: a child's peak RSS includes its parent's at
+//! spawn, and the other tests' children would count too.
 //! A child's `ru_maxrss` also counts its parent's resident memory at spawn (the address
 //! space is shared until `exec`), so this process keeps its own footprint small: data are
 //! written in small slabs and the cases run one after another.
 
+// Shares the helpers of the integration tests, of which it uses a few.
+#[allow(dead_code)]
+#[path = "common/mod.rs"]
 mod common;
 
 use common::*;

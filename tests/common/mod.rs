@@ -1,5 +1,4 @@
 //! Test support: writing `.npy` files and exact reference statistics.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
