@@ -1,88 +1,155 @@
-//! The library's error type.
+//! The library's error type: one [`ErrorKind`] per kind of failure, whatever the format.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Everything that can go wrong while inspecting or reducing an array.
-///
-/// Every variant that concerns a file carries its path, so a message can name it.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The file could not be opened, read or mapped.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not in a format colstats reads, or its header is corrupt.
-    #[error("{}: {msg}", path.display())]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+/// What kind of failure an [`Error`] is. The same failure has the same kind whatever the
+/// input format: a string dtype is [`ErrorKind::UnsupportedType`] in `.npy` and HDF5 alike,
+/// a directory is [`ErrorKind::Io`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file could not be opened, read or mapped, or is not a regular file.
+    Io,
+    /// The file is not in a format colstats reads, or its metadata is corrupt.
+    Format,
     /// The array's element type is not a numeric type colstats reduces.
-    #[error("{}: unsupported dtype {dtype}: {why}", path.display())]
-    UnsupportedDtype {
-        /// The file.
-        path: PathBuf,
-        /// The dtype as the file spells it.
-        dtype: String,
-        /// Why it is refused.
-        why: String,
-    },
-    /// The file holds fewer (or more) data bytes than its header promises.
-    #[error("{}: {msg}", path.display())]
-    Size {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
-    /// The request does not fit the array (column or row out of range, dataset missing, ...).
-    #[error("{}: {msg}", path.display())]
-    Request {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+    UnsupportedType,
+    /// The file holds fewer (or more) data bytes than its metadata promises.
+    Size,
+    /// The request does not fit the array (column or row out of range, dataset missing or
+    /// ambiguous, an option that does not apply), or an option's value is invalid.
+    Request,
     /// The request cannot be met within the memory budget.
-    #[error("{}: {msg}", path.display())]
-    Budget {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
-    /// Building the thread pool failed.
-    #[error("cannot start worker threads: {0}")]
-    Threads(String),
+    Budget,
+    /// The worker threads could not be started.
+    Threads,
+    /// The run was cancelled by the caller.
+    Cancelled,
+}
+
+/// Everything that can go wrong while inspecting or reducing an array: its kind, the file
+/// it concerns (if any) and what is wrong, in the library's own terms.
+///
+/// `Display` gives one line, `FILE: message`. [`Error::cli_message`] gives the same line with
+/// the command-line tool's option names where the message mentions an option.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    path: Option<PathBuf>,
+    msg: String,
+    source: Option<std::io::Error>,
 }
 
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Option names in messages: written as these markers, shown as the library's words by
+/// `Display` and as the CLI's flags by [`Error::cli_message`].
+pub(crate) mod opt {
+    /// The dataset to read.
+    pub const DATASET: &str = "\u{1}dataset\u{2}";
+    /// The memory budget.
+    pub const MEMORY: &str = "\u{1}memory\u{2}";
+}
+
+const OPTIONS: [(&str, &str, &str); 2] = [
+    (opt::DATASET, "the dataset path", "--dataset"),
+    (opt::MEMORY, "the memory budget", "--memory"),
+];
+
+fn render(msg: &str, cli: bool) -> String {
+    let mut s = msg.to_string();
+    for (marker, lib, flag) in OPTIONS {
+        s = s.replace(marker, if cli { flag } else { lib });
+    }
+    s
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render(false))
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 impl Error {
-    pub(crate) fn format(path: &std::path::Path, msg: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.to_path_buf(),
+    /// An error of `kind` about `path` (if any), saying `msg`.
+    pub fn new(kind: ErrorKind, path: Option<&Path>, msg: impl Into<String>) -> Error {
+        Error {
+            kind,
+            path: path.map(Path::to_path_buf),
             msg: msg.into(),
+            source: None,
         }
     }
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.to_path_buf(),
-            source,
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The file it concerns, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// What is wrong, without the file name, in the library's words.
+    pub fn message(&self) -> String {
+        let m = render(&self.msg, false);
+        match &self.source {
+            Some(e) if m.is_empty() => e.to_string(),
+            Some(e) => format!("{m}: {e}"),
+            None => m,
         }
     }
-    pub(crate) fn request(path: &std::path::Path, msg: impl Into<String>) -> Self {
-        Error::Request {
-            path: path.to_path_buf(),
-            msg: msg.into(),
+
+    /// The one-line message as the command-line tool shows it: `FILE: message`, with
+    /// `--flag` names where the message mentions an option.
+    pub fn cli_message(&self) -> String {
+        self.render(true)
+    }
+
+    fn render(&self, cli: bool) -> String {
+        let m = render(&self.msg, cli);
+        let m = match &self.source {
+            Some(e) if m.is_empty() => e.to_string(),
+            Some(e) => format!("{m}: {e}"),
+            None => m,
+        };
+        match &self.path {
+            Some(p) => format!("{}: {m}", p.display()),
+            None => m,
         }
+    }
+
+    pub(crate) fn format(path: &Path, msg: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Format, Some(path), msg)
+    }
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error {
+            kind: ErrorKind::Io,
+            path: Some(path.to_path_buf()),
+            msg: String::new(),
+            source: Some(source),
+        }
+    }
+    pub(crate) fn request(path: &Path, msg: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Request, Some(path), msg)
+    }
+    pub(crate) fn size(path: &Path, msg: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Size, Some(path), msg)
+    }
+    pub(crate) fn unsupported(path: &Path, msg: impl Into<String>) -> Self {
+        Error::new(ErrorKind::UnsupportedType, Some(path), msg)
+    }
+    pub(crate) fn budget(path: &Path, msg: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Budget, Some(path), msg)
     }
 }

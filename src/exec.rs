@@ -19,7 +19,7 @@ use std::sync::{Condvar, Mutex};
 
 use memmap2::{Advice, Mmap, MmapOptions};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{self, Need};
 use crate::moments::{Acc, Tree};
 use crate::plan::{Block, GroupKind, Plan};
@@ -96,6 +96,8 @@ pub struct Job<'a> {
     pub first_row_bytes: Option<Vec<u8>>,
     /// Read dense blocks of contiguous data with `pread` instead of mapping them.
     pub read: bool,
+    /// Set by the caller to stop the run: no block starts after it is seen.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 struct State {
@@ -123,12 +125,25 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
     if plan.blocks.is_empty() {
         return Ok(results);
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(job.threads.max(1))
-        .stack_size(WORKER_STACK)
-        .thread_name(|i| format!("colstats-{i}"))
-        .build()
-        .map_err(|e| Error::Threads(e.to_string()))?;
+    // Called from inside a rayon pool (`ThreadPool::install`): run on that pool.
+    let own = rayon::current_thread_index().is_none();
+    let pool = if own {
+        let p = rayon::ThreadPoolBuilder::new()
+            .num_threads(job.threads.max(1))
+            .stack_size(WORKER_STACK)
+            .thread_name(|i| format!("colstats-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Threads,
+                    None,
+                    format!("cannot start worker threads: {e}"),
+                )
+            })?;
+        Some(p)
+    } else {
+        None
+    };
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let done_bytes = AtomicU64::new(0);
@@ -145,6 +160,20 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
     let worker = || {
         let mut scratch = Scratch::default();
         loop {
+            if job.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                let mut st = state.lock().unwrap();
+                if st.error.is_none() {
+                    st.error = Some(Error::new(
+                        ErrorKind::Cancelled,
+                        Some(&job.meta.path),
+                        "cancelled",
+                    ));
+                }
+                abort.store(true, Ordering::SeqCst);
+                drop(st);
+                cv.notify_all();
+                break;
+            }
             let i = next.fetch_add(1, Ordering::SeqCst);
             if i >= plan.blocks.len() || abort.load(Ordering::SeqCst) {
                 break;
@@ -183,11 +212,11 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
             progress(done_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes);
         }
     };
-    pool.scope(|s| {
-        for _ in 0..plan.in_flight.max(1) {
-            s.spawn(|_| worker());
-        }
-    });
+    let workers = plan.in_flight.max(1);
+    match &pool {
+        Some(pool) => pool.scope(|s| (0..workers).for_each(|_| s.spawn(|_| worker()))),
+        None => rayon::in_place_scope(|s| (0..workers).for_each(|_| s.spawn(|_| worker()))),
+    }
     let st = state.into_inner().unwrap();
     if let Some(e) = st.error {
         return Err(e);
@@ -269,10 +298,10 @@ fn map_block(job: &Job<'_>, block: &Block) -> Result<(Mmap, usize)> {
     let path = &job.meta.path;
     let len_now = job.file.metadata().map_err(|e| Error::io(path, e))?.len();
     if block.offset + block.span > len_now {
-        return Err(Error::Size {
-            path: path.clone(),
-            msg: format!("the file shrank to {len_now} bytes while being read"),
-        });
+        return Err(Error::size(
+            path,
+            format!("the file shrank to {len_now} bytes while being read"),
+        ));
     }
     let aligned = block.offset / PAGE * PAGE;
     let delta = (block.offset - aligned) as usize;

@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array1;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 /// The `ndarray` colstats's results are built on ([`Values`] holds `Array1`s), re-exported
 /// so that a caller's types are the same version's.
 pub use ndarray;
@@ -208,6 +208,31 @@ pub struct Summary {
     pub max: Option<Values>,
 }
 
+impl Summary {
+    /// One statistic's values over the reported columns, `None` when it was not requested:
+    /// counts and exact integer results as [`Values::Int`], the rest as [`Values::Float`].
+    pub fn get(&self, stat: Stat) -> Option<Values> {
+        let ints = |a: &Array1<u64>| Values::Int(a.iter().map(|&v| Some(v as i128)).collect());
+        match stat {
+            Stat::Count => self.count.as_ref().map(ints),
+            Stat::NanCount => self.nan_count.as_ref().map(ints),
+            Stat::Sum => self.sum.clone(),
+            Stat::Mean => self.mean.clone().map(Values::Float),
+            Stat::Var => self.var.clone().map(Values::Float),
+            Stat::Std => self.std.clone().map(Values::Float),
+            Stat::Min => self.min.clone(),
+            Stat::Max => self.max.clone(),
+        }
+    }
+
+    /// [`Summary::get`] as `f64` per column (NaN where undefined; integers past 2^53
+    /// rounded).
+    pub fn get_f64(&self, stat: Stat) -> Option<Vec<f64>> {
+        self.get(stat)
+            .map(|v| (0..v.len()).map(|i| v.get_f64(i)).collect())
+    }
+}
+
 /// What `colstats info` reports: the datasets of an HDF5 file, and for the chosen array its
 /// metadata and the plan a run would follow.
 #[derive(Clone, Debug)]
@@ -228,6 +253,28 @@ pub struct Info {
     pub threads: usize,
 }
 
+/// A handle that stops a running [`Request`] from another thread (see
+/// [`Request::cancel_token`]). Clones share one flag.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    /// Asks every run holding this token to stop; runs stop within one block.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The default memory budget: 1 GiB.
 pub const DEFAULT_MEMORY: u64 = 1 << 30;
 
@@ -239,6 +286,7 @@ pub struct Request {
     stats: Vec<Stat>,
     memory: u64,
     threads: Option<usize>,
+    cancel: Option<CancelToken>,
     nan: NanPolicy,
     ddof: u64,
     columns: Option<ColumnSpec>,
@@ -256,6 +304,7 @@ impl Request {
             stats: Stat::ALL.to_vec(),
             memory: DEFAULT_MEMORY,
             threads: None,
+            cancel: None,
             nan: NanPolicy::Skip,
             ddof: 0,
             columns: None,
@@ -294,9 +343,22 @@ impl Request {
         self
     }
 
-    /// Worker threads (default: the available cores).
+    /// Worker threads (default: the available cores, or, when called from inside a rayon
+    /// pool, that pool's threads). 0 is refused when the request runs.
+    ///
+    /// Each run builds a pool of this many threads, so several runs at once multiply
+    /// threads; to share threads, call [`Request::run`] from inside your own pool
+    /// (`pool.install(|| request.run())`): the run then uses that pool and builds none
+    /// (workers then use that pool's stack size; a debug build of colstats needs several MiB).
     pub fn threads(mut self, n: usize) -> Request {
-        self.threads = Some(n.max(1));
+        self.threads = Some(n);
+        self
+    }
+
+    /// Lets another thread stop the run with [`CancelToken::cancel`]: no block starts after
+    /// that, and the run returns an error of kind [`ErrorKind::Cancelled`].
+    pub fn cancel_token(mut self, token: &CancelToken) -> Request {
+        self.cancel = Some(token.clone());
         self
     }
 
@@ -332,19 +394,26 @@ impl Request {
         self
     }
 
-    fn thread_count(&self) -> usize {
-        self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
+    fn thread_count(&self) -> Result<usize> {
+        match self.threads {
+            Some(0) => Err(Error::new(
+                ErrorKind::Request,
+                Some(&self.path),
+                "the thread count must be at least 1",
+            )),
+            Some(n) => Ok(n),
+            None if rayon::current_thread_index().is_some() => Ok(rayon::current_num_threads()),
+            None => Ok(std::thread::available_parallelism()
                 .map(|n| n.get())
-                .unwrap_or(1)
-        })
+                .unwrap_or(1)),
+        }
     }
 
     /// Opens the input and plans a full reduction without reading the data; for an HDF5
     /// file, lists its datasets.
     pub fn info(&self) -> Result<Info> {
         let format = source::sniff(&self.path)?;
-        let threads = self.thread_count();
+        let threads = self.thread_count()?;
         #[cfg(feature = "hdf5")]
         let datasets = if format == Format::Hdf5 {
             source::hdf5::list(&self.path)?
@@ -410,7 +479,7 @@ impl Request {
     pub fn run_with_progress(&self, progress: impl Fn(u64, u64) + Sync) -> Result<Summary> {
         let src = source::open(&self.path, self.dataset.as_deref())?;
         let meta = &src.meta;
-        let threads = self.thread_count();
+        let threads = self.thread_count()?;
         let count = self
             .columns
             .as_ref()
@@ -464,6 +533,7 @@ impl Request {
             dataset: src.dataset.as_deref(),
             first_row_bytes,
             read: self.io.resolve(&src.file),
+            cancel: self.cancel.as_ref().map(|c| &*c.0),
         };
         let accs = exec::run(&job, &plan, &|done| progress(done, total))?;
         let picked: Vec<Acc> = order
@@ -595,10 +665,7 @@ fn first_row(_src: &source::Source, _row: u64) -> Result<Vec<u8>> {
 }
 
 fn budget_error(path: &Path, e: plan::PlanError) -> Error {
-    Error::Budget {
-        path: path.to_path_buf(),
-        msg: e.0,
-    }
+    Error::budget(path, e.0)
 }
 
 /// Parses a size such as `64MiB`, `2GiB`, `512M`, `1.5G` or `1000000` (bytes).

@@ -247,7 +247,7 @@ fn stats(a: StatsArgs) -> Result<(), String> {
         pb.set_position(done);
     });
     pb.finish_and_clear();
-    let summary = res.map_err(|e| e.to_string())?;
+    let summary = res.map_err(|e| e.cli_message())?;
     if let Some(t) = a.threads {
         // Large outputs are formatted on rayon's global pool: it too keeps to --threads.
         let _ = rayon::ThreadPoolBuilder::new()
@@ -298,7 +298,7 @@ fn info(a: InfoArgs) -> Result<(), String> {
     if let Some(t) = a.threads {
         req = req.threads(t as usize);
     }
-    let info = req.info().map_err(|e| e.to_string())?;
+    let info = req.info().map_err(|e| e.cli_message())?;
     let mut o = String::new();
     o.push_str(&format!("file:      {}\n", a.file.display()));
     o.push_str(&format!(

@@ -175,7 +175,8 @@ pub fn plan(
     // Errors that no thread count can fix come first, so they are not tried again.
     if budget < MIN_BUDGET {
         return Err(PlanError(format!(
-            "--memory {budget} bytes is below the minimum of {MIN_BUDGET} bytes (1 MiB)"
+            "{} {budget} bytes is below the minimum of {MIN_BUDGET} bytes (1 MiB)",
+            crate::error::opt::MEMORY
         )));
     }
     results_fit(sel.len() as u64, budget)?;
@@ -276,9 +277,10 @@ fn plan_for(
     p.est_memory = fixed + p.in_flight as u64 * p.block_bytes + partial_mem;
     if p.est_memory > budget {
         return Err(PlanError(format!(
-            "cannot fit the reduction in {} MiB (needs about {} MiB); raise --memory",
+            "cannot fit the reduction in {} MiB (needs about {} MiB); raise {}",
             budget >> 20,
-            p.est_memory.div_ceil(1 << 20)
+            p.est_memory.div_ceil(1 << 20),
+            crate::error::opt::MEMORY
         )));
     }
     Ok(p)
@@ -346,8 +348,9 @@ fn plan_rows(
         let leaf_bytes = r * w * s;
         if leaf_bytes > avail {
             return Err(PlanError(format!(
-                "one band of {r} rows ({} MiB) does not fit the memory budget; raise --memory",
-                leaf_bytes.div_ceil(1 << 20)
+                "one band of {r} rows ({} MiB) does not fit the memory budget; raise {}",
+                leaf_bytes.div_ceil(1 << 20),
+                crate::error::opt::MEMORY
             )));
         }
         let mut k = 0u32;
@@ -382,7 +385,8 @@ fn plan_rows(
         }
         if w <= 16 {
             return Err(PlanError(format!(
-                "a single leaf of {r} rows does not fit the memory budget; raise --memory"
+                "a single leaf of {r} rows does not fit the memory budget; raise {}",
+                crate::error::opt::MEMORY
             )));
         }
         w = w.div_ceil(2);

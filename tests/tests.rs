@@ -2,6 +2,7 @@
 //! area; `tests/memory.rs` alone is its own binary (see there). Most run the built `colstats` binary on files written by numpy, h5py, the netCDF4
 //! library or the tests themselves, and compare with exact references.
 
+mod api;
 mod common;
 mod datagen;
 mod fixtures_numpy;

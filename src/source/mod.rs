@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub use dtype::{ByteOrder, DType, Kind};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Memory order of an array's elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,25 +125,22 @@ impl ArrayMeta {
         let (file_len, exact) = extent.unwrap_or((u64::MAX, false));
         let have = file_len.saturating_sub(data_offset);
         if have < data_bytes {
-            return Err(Error::Size {
-                path: path.to_path_buf(),
-                msg: format!(
+            return Err(Error::size(path, format!(
                     "truncated data: shape {} of {} needs {data_bytes} bytes but the file has {have}",
                     shape_str(&shape),
                     dtype.name()
-                ),
-            });
+                )));
         }
         if exact && have > data_bytes {
-            return Err(Error::Size {
-                path: path.to_path_buf(),
-                msg: format!(
+            return Err(Error::size(
+                path,
+                format!(
                     "{} unexpected bytes after the data (shape {} of {} needs {data_bytes} bytes)",
                     have - data_bytes,
                     shape_str(&shape),
                     dtype.name()
                 ),
-            });
+            ));
         }
         // For one row or one column both orders describe the same bytes; call it C so the
         // planner has fewer cases.
@@ -242,7 +239,10 @@ pub fn open(path: &Path, dataset: Option<&str>) -> Result<Source> {
         return open_hdf5(path, file, len, dataset);
     }
     if dataset.is_some() {
-        return Err(Error::request(path, "--dataset applies only to HDF5 files"));
+        return Err(Error::request(
+            path,
+            format!("{} applies only to HDF5 files", crate::error::opt::DATASET),
+        ));
     }
     let mut head = vec![0u8; len.min(4096) as usize];
     file.read_exact_at(&mut head, 0)
@@ -314,11 +314,12 @@ fn recognise(path: &Path) -> Result<(File, u64, Format)> {
     // Look before opening: opening a FIFO with no writer would block forever.
     let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if md.is_dir() {
-        return Err(Error::format(path, "is a directory"));
+        return Err(Error::new(ErrorKind::Io, Some(path), "is a directory"));
     }
     if !md.is_file() {
-        return Err(Error::format(
-            path,
+        return Err(Error::new(
+            ErrorKind::Io,
+            Some(path),
             "not a regular file (colstats memory-maps its input)",
         ));
     }

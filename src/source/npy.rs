@@ -279,11 +279,8 @@ fn parse_dict(text: &str) -> Result<Header, String> {
 
 /// Maps a numpy type string (or type name) to a [`DType`], refusing non-numeric types.
 fn parse_descr(path: &Path, descr: &Descr) -> Result<DType> {
-    let unsupported = |d: &str, why: &str| Error::UnsupportedDtype {
-        path: path.to_path_buf(),
-        dtype: d.to_string(),
-        why: why.to_string(),
-    };
+    let unsupported =
+        |d: &str, why: &str| Error::unsupported(path, format!("unsupported dtype {d}: {why}"));
     let s = match descr {
         Descr::List => {
             return Err(unsupported(

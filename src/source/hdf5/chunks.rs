@@ -263,13 +263,13 @@ pub(super) fn chunk_table(
     for c in table.iter_mut().filter(|c| c.addr != u64::MAX) {
         c.addr += base;
         if c.addr.checked_add(c.size).is_none_or(|e| e > file_len) {
-            return Err(Error::Size {
-                path: path.to_path_buf(),
-                msg: format!(
+            return Err(Error::size(
+                path,
+                format!(
                     "a chunk at offset {} runs past the end of the file{in_file}",
                     c.addr
                 ),
-            });
+            ));
         }
     }
     Ok(Some(table))

@@ -314,7 +314,8 @@ fn choose(path: &Path, h5: &hdf5::File, name: Option<&str>) -> Result<String> {
             n => Err(Error::request(
                 path,
                 format!(
-                    "the file holds {n} datasets; choose one with --dataset: {}",
+                    "the file holds {n} datasets; choose one with {}: {}",
+                    crate::error::opt::DATASET,
                     list_names(&all.into_iter().map(|f| f.path).collect::<Vec<_>>())
                 ),
             )),
@@ -378,7 +379,7 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
         ));
     }
     let dtype = raw.dtype.clone().map_err(|why| {
-        Error::format(
+        Error::unsupported(
             path,
             format!("dataset {name} has an unsupported type: {why}"),
         )
@@ -450,12 +451,9 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
                 Storage::Mapped
             }
             (Some(off), Some(_)) => {
-                return Err(Error::Size {
-                    path: path.to_path_buf(),
-                    msg: format!(
+                return Err(Error::size(path, format!(
                         "dataset {name}{in_file}: data at offset {off} ({bytes} bytes) runs past the end of the file ({file_len} bytes)"
-                    ),
-                })
+                    )))
             }
             (Some(_), None) => via_hdf5("its file is read by a libhdf5 driver".into(), None),
             (None, _) => via_hdf5("never written (fill value)".into(), None),
