@@ -29,6 +29,7 @@ OPTION_SETS = [
     ["stats", "--format", "table", "--memory", "1MiB", "--threads", "2"],
     ["stats", "--format", "json", "--stats", "mean,var", "--ddof", "1", "--nan", "propagate"],
     ["stats", "--format", "json", "--columns", "::2", "--rows", "1:-1"],
+    ["stats", "--format", "json", "--rows", ":-3", "--threads", "1"],
     ["info"],
 ]
 

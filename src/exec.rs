@@ -21,7 +21,7 @@ use memmap2::{Advice, Mmap, MmapOptions};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{self, Need};
-use crate::moments::{Acc, Tree};
+use crate::moments::{fold_right, Acc, Node, Tree};
 use crate::plan::{Block, GroupKind, Plan};
 use crate::source::{ArrayMeta, Storage};
 
@@ -81,7 +81,8 @@ pub struct Job<'a> {
     pub file: &'a File,
     /// Selected columns, sorted and unique; results come back in this order.
     pub sel: &'a [u64],
-    /// First selected row (the shift is read from it).
+    /// The row each column's shift is read from: row 0 of the array, whatever rows are
+    /// selected, so that partials of runs over different rows share their shifts.
     pub first_row: u64,
     /// Statistics families to compute.
     pub need: Need,
@@ -98,6 +99,8 @@ pub struct Job<'a> {
     pub read: bool,
     /// Set by the caller to stop the run: no block starts after it is seen.
     pub cancel: Option<&'a AtomicBool>,
+    /// Also return the canonical tree's nodes (for a [`crate::Partial`]), not only their fold.
+    pub keep_nodes: bool,
 }
 
 struct State {
@@ -105,6 +108,7 @@ struct State {
     pending: BTreeMap<usize, Vec<Acc>>,
     trees: HashMap<usize, Tree>,
     results: Vec<Acc>,
+    nodes: Vec<Node>,
     error: Option<Error>,
 }
 
@@ -119,11 +123,12 @@ pub fn block_bytes(b: &Block, itemsize: u64) -> u64 {
 /// rayon's default 2 MiB. The reservation is virtual: only the pages touched are resident.
 pub const WORKER_STACK: usize = 64 << 20;
 
-/// Reduces every block of `plan` and returns one accumulator per selected column.
-pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<Acc>> {
+/// Reduces every block of `plan` and returns one accumulator per selected column, and, when
+/// the job asks to keep them, the nodes of the canonical tree those were folded from.
+pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<(Vec<Acc>, Vec<Node>)> {
     let mut results = vec![Acc::EMPTY; job.sel.len()];
     if plan.blocks.is_empty() {
-        return Ok(results);
+        return Ok((results, Vec::new()));
     }
     // Called from inside a rayon pool (`ThreadPool::install`): run on that pool.
     let own = rayon::current_thread_index().is_none();
@@ -152,6 +157,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
         pending: BTreeMap::new(),
         trees: HashMap::new(),
         results: std::mem::take(&mut results),
+        nodes: Vec::new(),
         error: None,
     });
     let cv = Condvar::new();
@@ -222,7 +228,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Vec<
         return Err(e);
     }
     debug_assert_eq!(st.next_merge, plan.blocks.len());
-    Ok(st.results)
+    Ok((st.results, st.nodes))
 }
 
 /// Merges the partials that are next in block order.
@@ -232,14 +238,33 @@ fn drain(st: &mut State, job: &Job<'_>, plan: &Plan) {
         let g = &plan.groups[b.group];
         let tree = st.trees.entry(b.group).or_default();
         match b.level {
-            Some(k) => tree.push(k, partial),
-            None => tree.push_tail(partial),
+            Some(k) => tree.push_at(b.first_leaf, k, partial),
+            None => tree.push_tail(b.first_leaf, partial),
         }
         st.next_merge += 1;
         if st.next_merge == g.first_block + g.blocks {
             let tree = st.trees.remove(&b.group).expect("tree exists");
-            let accs = tree.finish().expect("a group has blocks");
-            scatter(&mut st.results, job, &g.kind, &accs);
+            if job.keep_nodes {
+                // Every group's rows are cut alike, so its nodes line up with the others'.
+                let nodes = tree.into_nodes();
+                let accs = fold_right(nodes.iter().map(|n| n.accs.as_slice()))
+                    .expect("a group has blocks");
+                for (i, n) in nodes.iter().enumerate() {
+                    if st.nodes.len() <= i {
+                        st.nodes.push(Node {
+                            first_leaf: n.first_leaf,
+                            level: n.level,
+                            accs: vec![Acc::EMPTY; job.sel.len()],
+                        });
+                    }
+                    debug_assert_eq!(st.nodes[i].first_leaf, n.first_leaf);
+                    scatter(&mut st.nodes[i].accs, job, &g.kind, &n.accs);
+                }
+                scatter(&mut st.results, job, &g.kind, &accs);
+            } else {
+                let accs = tree.finish().expect("a group has blocks");
+                scatter(&mut st.results, job, &g.kind, &accs);
+            }
         }
     }
 }

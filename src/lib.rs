@@ -41,6 +41,7 @@ pub mod error;
 pub mod exec;
 pub mod kernel;
 pub mod moments;
+mod partial;
 pub mod plan;
 pub mod report;
 pub mod select;
@@ -54,6 +55,7 @@ pub use error::{Error, ErrorKind, Result};
 /// The `ndarray` colstats's results are built on ([`Values`] holds `Array1`s), re-exported
 /// so that a caller's types are the same version's.
 pub use ndarray;
+pub use partial::Partial;
 pub use select::{ColumnSpec, RowSpec};
 pub use source::{ArrayMeta, ByteOrder, DType, Format, Kind, Order};
 
@@ -477,6 +479,65 @@ impl Request {
 
     /// Runs the reduction, calling `progress(bytes_done, bytes_total)` as blocks finish.
     pub fn run_with_progress(&self, progress: impl Fn(u64, u64) + Sync) -> Result<Summary> {
+        let (summary, _) = self.execute(&progress, false)?;
+        Ok(summary)
+    }
+
+    /// Runs the reduction and returns its mergeable state (see [`Partial`]) rather than a
+    /// summary: merge it with the partials of runs over other rows of the same array
+    /// ([`Partial::merge`]), then [`Request::summarise_partial`].
+    pub fn run_partial(&self) -> Result<Partial> {
+        let (_, partial) = self.execute(&|_, _| {}, true)?;
+        Ok(partial.expect("asked for the partial"))
+    }
+
+    /// The summary of a (merged) partial, with this request's statistics, NaN policy and
+    /// ddof; its columns in the order this request's column selection gives.
+    pub fn summarise_partial(&self, partial: &Partial) -> Result<Summary> {
+        let src = source::open(&self.path, self.dataset.as_deref())?;
+        let meta = &src.meta;
+        if meta.dtype != partial.dtype || meta.shape != partial.shape {
+            return Err(Error::request(
+                &self.path,
+                "the partial result is of another array",
+            ));
+        }
+        let order = self.column_order(meta)?;
+        let accs = partial.fold();
+        let picked: Vec<Acc> = order
+            .iter()
+            .map(|c| {
+                partial
+                    .columns
+                    .binary_search(c)
+                    .map(|i| accs[i])
+                    .map_err(|_| {
+                        Error::request(
+                            &self.path,
+                            format!("column {c} is not in the partial result"),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let mut summary = self.summarise(meta, partial.row_count(), order, &picked);
+        summary.dataset = src.dataset.clone();
+        Ok(summary)
+    }
+
+    fn column_order(&self, meta: &ArrayMeta) -> Result<Vec<u64>> {
+        match &self.columns {
+            Some(spec) => spec
+                .resolve(meta.columns)
+                .map_err(|m| Error::request(&self.path, m)),
+            None => Ok((0..meta.columns).collect()),
+        }
+    }
+
+    fn execute(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        keep_nodes: bool,
+    ) -> Result<(Summary, Option<Partial>)> {
         let src = source::open(&self.path, self.dataset.as_deref())?;
         let meta = &src.meta;
         let threads = self.thread_count()?;
@@ -485,12 +546,7 @@ impl Request {
             .as_ref()
             .map_or(meta.columns, |spec| spec.count(meta.columns));
         plan::results_fit(count, self.memory).map_err(|e| budget_error(&self.path, e))?;
-        let order: Vec<u64> = match &self.columns {
-            Some(spec) => spec
-                .resolve(meta.columns)
-                .map_err(|m| Error::request(&self.path, m))?,
-            None => (0..meta.columns).collect(),
-        };
+        let order = self.column_order(meta)?;
         let mut sel = order.clone();
         sel.sort_unstable();
         sel.dedup();
@@ -520,13 +576,14 @@ impl Request {
         let first_row_bytes = if meta.mapped || plan.blocks.is_empty() {
             None
         } else {
-            Some(first_row(&src, rows.start)?)
+            Some(first_row(&src, 0)?)
         };
         let job = exec::Job {
             meta,
             file: &src.file,
             sel: &sel,
-            first_row: rows.start,
+            // Shifts come from row 0 whatever rows are selected (see exec::Job::first_row).
+            first_row: 0,
             need,
             threads: plan.threads,
             storage: &src.storage,
@@ -534,15 +591,29 @@ impl Request {
             first_row_bytes,
             read: self.io.resolve(&src.file),
             cancel: self.cancel.as_ref().map(|c| &*c.0),
+            keep_nodes,
         };
-        let accs = exec::run(&job, &plan, &|done| progress(done, total))?;
+        let (accs, nodes) = exec::run(&job, &plan, &|done| progress(done, total))?;
+        let partial = keep_nodes.then(|| Partial {
+            dtype: meta.dtype,
+            shape: meta.shape.clone(),
+            columns: sel.clone(),
+            shift: shift_bits(&src, &sel),
+            leaf_rows: plan.leaf_rows,
+            rows: if rows.is_empty() {
+                Vec::new()
+            } else {
+                vec![rows.clone()]
+            },
+            nodes,
+        });
         let picked: Vec<Acc> = order
             .iter()
             .map(|c| accs[sel.binary_search(c).expect("selected")])
             .collect();
         let mut summary = self.summarise(meta, rows.end - rows.start, order, &picked);
         summary.dataset = src.dataset.clone();
-        Ok(summary)
+        Ok((summary, partial))
     }
 
     fn summarise(&self, meta: &ArrayMeta, rows: u64, columns: Vec<u64>, accs: &[Acc]) -> Summary {
@@ -622,6 +693,44 @@ impl Request {
             max: has(Stat::Max).then(|| extreme(false)),
         }
     }
+}
+
+/// Each selected column's shift (its value in row 0, as the kernel decodes it), as bits: what
+/// a partial's means are relative to.
+fn shift_bits(src: &source::Source, sel: &[u64]) -> Vec<u64> {
+    use std::os::unix::fs::FileExt;
+    let m = &src.meta;
+    let s = m.dtype.size;
+    if m.rows == 0 {
+        return vec![0; sel.len()];
+    }
+    let row: Option<Vec<u8>> = if !m.mapped {
+        first_row(src, 0).ok()
+    } else {
+        let mut buf = vec![0u8; m.columns as usize * s];
+        let ok = match m.order {
+            source::Order::C => src.file.read_exact_at(&mut buf, m.data_offset).is_ok(),
+            source::Order::F => sel.iter().all(|&c| {
+                let at = m.data_offset + m.run_of_column(c) * m.rows * s as u64;
+                let i = c as usize * s;
+                src.file.read_exact_at(&mut buf[i..i + s], at).is_ok()
+            }),
+        };
+        ok.then_some(buf)
+    };
+    let Some(row) = row else {
+        return vec![u64::MAX; sel.len()];
+    };
+    let shift = kernel::decode_shift(&row, m.dtype, m.columns as usize, s);
+    sel.iter()
+        .map(|&c| {
+            let c = c as usize;
+            match shift.float.get(c) {
+                Some(v) => v.to_bits(),
+                None => shift.int.get(c).map_or(0, |&v| v as u64),
+            }
+        })
+        .collect()
 }
 
 /// The raw bytes of row `row` (all columns) of a buffered (HDF5) input.

@@ -134,7 +134,22 @@ pub fn merge_into(a: &mut [Acc], b: &[Acc]) {
 /// block size and thread count.
 #[derive(Debug, Default)]
 pub struct Tree {
-    stack: Vec<(u32, Vec<Acc>)>,
+    /// (first leaf, level, node); `u64::MAX` as first leaf marks nodes pushed without an
+    /// index ([`Tree::push`]'s sequential use, and tails).
+    stack: Vec<(u64, u32, Vec<Acc>)>,
+}
+
+/// One node of a canonical tree: the merged partials of leaves
+/// `first_leaf .. first_leaf + 2^level` (or, for a tail, of the leaves from `first_leaf` to
+/// the end of the rows reduced).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Index of its first leaf, counted from row 0 of the array.
+    pub first_leaf: u64,
+    /// Its level: it holds 2^level leaves; `None` for a tail already folded.
+    pub level: Option<u32>,
+    /// One accumulator per column.
+    pub accs: Vec<Acc>,
 }
 
 impl Tree {
@@ -143,25 +158,49 @@ impl Tree {
         Tree { stack: Vec::new() }
     }
 
-    /// Adds the next node, which summarises 2^`level` leaves.
+    /// Adds the next node, which summarises 2^`level` leaves, leaves being pushed in order
+    /// from the first of an aligned run (as the kernel does inside a block).
     pub fn push(&mut self, level: u32, mut node: Vec<Acc>) {
         let mut level = level;
-        while let Some((l, _)) = self.stack.last() {
+        while let Some((_, l, _)) = self.stack.last() {
             if *l != level {
                 break;
             }
-            let (_, mut left) = self.stack.pop().expect("non-empty");
+            let (_, _, mut left) = self.stack.pop().expect("non-empty");
             merge_into(&mut left, &node);
             node = left;
             level += 1;
         }
-        self.stack.push((level, node));
+        self.stack.push((u64::MAX, level, node));
+    }
+
+    /// Adds the node of leaves `first_leaf .. first_leaf + 2^level`, which must be aligned
+    /// (`first_leaf` a multiple of 2^level) and follow the nodes pushed before it. It merges
+    /// with the node before it only when the two are the halves of one node of the
+    /// canonical tree over all leaves from row 0, so a run over any leaf-aligned range of
+    /// rows, or several runs over adjacent ranges pushed in order, give the nodes of that
+    /// one canonical tree.
+    pub fn push_at(&mut self, first_leaf: u64, level: u32, mut node: Vec<Acc>) {
+        let (mut first, mut level) = (first_leaf, level);
+        while let Some(&(f, l, _)) = self.stack.last() {
+            let span = 1u64 << l;
+            let is_left_half = l == level && f % (span << 1) == 0 && f + span == first;
+            if !is_left_half {
+                break;
+            }
+            let (_, _, mut left) = self.stack.pop().expect("non-empty");
+            merge_into(&mut left, &node);
+            node = left;
+            first = f;
+            level += 1;
+        }
+        self.stack.push((first, level, node));
     }
 
     /// Adds the node summarising a final, incomplete run of leaves (its levels are all lower
     /// than any node pushed before it); the tree must be finished next.
-    pub fn push_tail(&mut self, node: Vec<Acc>) {
-        self.stack.push((u32::MAX, node));
+    pub fn push_tail(&mut self, first_leaf: u64, node: Vec<Acc>) {
+        self.stack.push((first_leaf, u32::MAX, node));
     }
 
     /// Number of nodes held.
@@ -169,15 +208,39 @@ impl Tree {
         self.stack.len()
     }
 
+    /// The nodes held, in order, without folding them: what another run's nodes can still
+    /// be merged with ([`Tree::push_at`]).
+    pub fn into_nodes(self) -> Vec<Node> {
+        self.stack
+            .into_iter()
+            .map(|(f, l, accs)| Node {
+                first_leaf: f,
+                level: (l != u32::MAX).then_some(l),
+                accs,
+            })
+            .collect()
+    }
+
     /// Folds the remaining nodes from the right; `None` when nothing was pushed.
     pub fn finish(mut self) -> Option<Vec<Acc>> {
-        let mut acc = self.stack.pop()?.1;
-        while let Some((_, mut left)) = self.stack.pop() {
+        let mut acc = self.stack.pop()?.2;
+        while let Some((_, _, mut left)) = self.stack.pop() {
             merge_into(&mut left, &acc);
             acc = left;
         }
         Some(acc)
     }
+}
+
+/// Folds nodes from the right, as [`Tree::finish`] does with the nodes it holds.
+pub fn fold_right<'a>(mut nodes: impl DoubleEndedIterator<Item = &'a [Acc]>) -> Option<Vec<Acc>> {
+    let mut acc = nodes.next_back()?.to_vec();
+    for left in nodes.rev() {
+        let mut l = left.to_vec();
+        merge_into(&mut l, &acc);
+        acc = l;
+    }
+    Some(acc)
 }
 
 #[cfg(test)]
@@ -193,6 +256,40 @@ mod tests {
             max: x,
             ..Acc::EMPTY
         }]
+    }
+
+    /// Runs over adjacent leaf ranges, their nodes pushed in order by index, give the
+    /// canonical tree of one run over all the leaves, whatever the cuts.
+    #[test]
+    fn aligned_runs_merge_to_the_whole_tree() {
+        let xs: Vec<f64> = (0..45).map(|i| 1e9 + (i as f64 * 0.7).cos()).collect();
+        let mut whole = Tree::new();
+        for &x in &xs {
+            whole.push(0, leaf(x));
+        }
+        let whole = whole.finish().unwrap();
+        for cuts in [
+            vec![3],
+            vec![1, 2, 17],
+            vec![8, 16, 40],
+            vec![5, 6, 7, 30, 44],
+        ] {
+            let mut bounds = vec![0];
+            bounds.extend(&cuts);
+            bounds.push(xs.len());
+            let mut all = Tree::new();
+            for w in bounds.windows(2) {
+                // One run: its leaves pushed by index, then its nodes handed over.
+                let mut run = Tree::new();
+                for (j, &x) in xs.iter().enumerate().take(w[1]).skip(w[0]) {
+                    run.push_at(j as u64, 0, leaf(x));
+                }
+                for n in run.into_nodes() {
+                    all.push_at(n.first_leaf, n.level.unwrap(), n.accs);
+                }
+            }
+            assert_eq!(all.finish().unwrap(), whole, "cuts {cuts:?}");
+        }
     }
 
     #[test]
@@ -217,7 +314,7 @@ mod tests {
                     outer.push(k, node);
                 } else {
                     assert_eq!(i, xs.len() / per);
-                    outer.push_tail(node);
+                    outer.push_tail(0, node);
                 }
             }
             assert_eq!(outer.finish().unwrap(), whole, "k = {k}");

@@ -69,9 +69,13 @@ pub struct Block {
     /// For Fortran-order groups, the runs covered (each with all of `rows`); for C order,
     /// the group's columns.
     pub runs: Range<u64>,
-    /// The merge-tree level of this block (`Some(k)`: 2^k whole leaves) or `None` for the
-    /// incomplete last block of a group.
+    /// The merge-tree level of this block (`Some(k)`: 2^k leaves, the first a multiple of
+    /// 2^k) or `None` for the last block of a group that reaches the end of the array with
+    /// fewer leaves (a tail, folded by the kernel).
     pub level: Option<u32>,
+    /// Index of the block's first leaf, counted from row 0 of the array (leaves are
+    /// anchored there whatever rows are selected, so runs over different rows share them).
+    pub first_leaf: u64,
     /// File offset of the block's first element.
     pub offset: u64,
     /// Bytes from `offset` to the end of the block's last element.
@@ -128,6 +132,56 @@ fn ceil_log2(x: u64) -> u64 {
     } else {
         64 - (x - 1).leading_zeros() as u64
     }
+}
+
+/// The row blocks of `rows` for leaves of `r` rows counted from row 0 of the array, at most
+/// 2^`k` leaves each: `(rows, first leaf, level)`. Every block is one node of the canonical
+/// merge tree over all the array's leaves (its first leaf a multiple of its leaf count), so
+/// runs over different row ranges reduce to nodes of the same tree; a first leaf cut by
+/// the start of `rows` is a block of its own. When `rows` reaches the end of the array
+/// (`n_rows`) and starts on a leaf boundary, the last block may instead hold fewer than
+/// 2^k leaves (level `None`, folded by the kernel): exactly the blocks of a run over every
+/// row, so such runs keep their plan.
+pub fn aligned_blocks(
+    rows: &Range<u64>,
+    r: u64,
+    k: u32,
+    n_rows: u64,
+) -> Vec<(Range<u64>, u64, Option<u32>)> {
+    let mut out = Vec::new();
+    if rows.start >= rows.end {
+        return out;
+    }
+    let r = r.max(1);
+    let (mut j, jend) = (rows.start / r, rows.end.div_ceil(r));
+    let cut_first = rows.start % r != 0;
+    let tail_ok = rows.end == n_rows && !cut_first;
+    while j < jend {
+        let mut m = if cut_first && j == rows.start / r {
+            0
+        } else {
+            k.min(j.trailing_zeros())
+        };
+        let block = |m: u32| {
+            (
+                (j * r).max(rows.start),
+                ((j + (1u64 << m)) * r).min(rows.end),
+            )
+        };
+        if tail_ok && j + (1u64 << m) > jend && j % (1u64 << k) == 0 {
+            // The remaining leaves, fewer than 2^k, as one tail block.
+            let (r0, r1) = block(m);
+            out.push((r0..r1, j, None));
+            break;
+        }
+        while j + (1u64 << m) > jend {
+            m -= 1;
+        }
+        let (r0, r1) = block(m);
+        out.push((r0..r1, j, Some(m)));
+        j += 1u64 << m;
+    }
+    out
 }
 
 /// Rows per merge-tree leaf for a C-order array with `columns` columns of `itemsize` bytes.
@@ -407,17 +461,14 @@ fn emit_rows(
 ) {
     let s = meta.dtype.size as u64;
     let c = meta.columns;
-    let block_rows = r << k;
     let mut c0 = cols.start;
     while c0 < cols.end {
         let c1 = (c0 + w).min(cols.end);
         let gi = p.groups.len();
         let first = p.blocks.len();
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let r1 = (r0 + block_rows).min(rows.end);
+        for (rr, first_leaf, level) in aligned_blocks(rows, r, k, meta.rows) {
+            let (r0, r1) = (rr.start, rr.end);
             let n = r1 - r0;
-            let full = n == block_rows;
             let wb = (c1 - c0) * s;
             let offset = meta.data_offset + (r0 * c + c0) * s;
             let span = ((n - 1) * c + (c1 - c0)) * s;
@@ -425,7 +476,8 @@ fn emit_rows(
                 group: gi,
                 rows: r0..r1,
                 runs: c0..c1,
-                level: full.then_some(k),
+                level,
+                first_leaf,
                 offset,
                 span,
                 touched: if meta.mapped {
@@ -441,7 +493,6 @@ fn emit_rows(
                 },
                 dense: c1 - c0 == c,
             });
-            r0 = r1;
         }
         p.groups.push(Group {
             kind: GroupKind::Rows { cols: c0..c1 },
@@ -461,13 +512,12 @@ fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>
     let full_rows = nrows == n0;
     // A block's map reaches out to page boundaries on both sides.
     let share = share.saturating_sub(2 * PAGE);
-    if run_bytes <= share {
-        // Several whole runs per block (only adjacent in the file when all rows are read).
-        let per = if full_rows {
-            (share / run_bytes.max(1)).max(1)
-        } else {
-            1
-        };
+    // Whole runs per block when every row is selected: the kernel folds each run's leaves
+    // into one node, which is the canonical tree's result only over the whole run (a
+    // partial run is cut into aligned tiles, nodes of that tree).
+    if run_bytes <= share && full_rows {
+        // Several whole runs per block (adjacent in the file).
+        let per = (share / run_bytes.max(1)).max(1);
         let mut m0 = runs.start;
         while m0 < runs.end {
             let m1 = (m0 + per).min(runs.end);
@@ -479,6 +529,7 @@ fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>
                 rows: rows.clone(),
                 runs: m0..m1,
                 level: None,
+                first_leaf: rows.start / r,
                 offset,
                 span,
                 touched: span + 2 * PAGE,
@@ -505,20 +556,19 @@ fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>
     while leaf_bytes * (2u64 << k) <= share {
         k += 1;
     }
-    let block_rows = r << k;
     for m in runs {
         let gi = p.groups.len();
         let first = p.blocks.len();
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let r1 = (r0 + block_rows).min(rows.end);
+        for (rr, first_leaf, level) in aligned_blocks(rows, r, k, n0) {
+            let (r0, r1) = (rr.start, rr.end);
             let n = r1 - r0;
             let span = n * s;
             p.blocks.push(Block {
                 group: gi,
                 rows: r0..r1,
                 runs: m..m + 1,
-                level: (n == block_rows).then_some(k),
+                level,
+                first_leaf,
                 offset: meta.data_offset + (m * n0 + r0) * s,
                 span,
                 touched: span + 2 * PAGE,
@@ -530,7 +580,6 @@ fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>
                 },
                 dense: true,
             });
-            r0 = r1;
         }
         p.groups.push(Group {
             kind: GroupKind::Runs { runs: m..m + 1 },

@@ -56,7 +56,7 @@ proptest! {
         while r < rows {
             let n = block_rows.min(rows - r);
             let part = reduce(&data[r * width..(r + n) * width], n, width, leaf, &shift);
-            if n == block_rows { tree.push(k, part) } else { tree.push_tail(part) }
+            if n == block_rows { tree.push(k, part) } else { tree.push_tail(0, part) }
             r += n;
         }
         let merged = tree.finish().unwrap();

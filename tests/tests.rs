@@ -11,4 +11,5 @@ mod generated;
 mod hdf5_fixtures;
 #[cfg(feature = "hdf5")]
 mod hdf5_generated;
+mod partials;
 mod properties;
