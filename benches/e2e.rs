@@ -184,11 +184,22 @@ const ORDER_TILE_BYTES: usize = 512 << 10;
 /// from the arithmetic. `None` for other arrays.
 fn order_limit(path: &Path, repeats: usize) -> Option<f64> {
     let info = colstats::Request::new(path).info().ok()?;
-    let (meta, plan) = info.array?;
+    let (meta, summary) = info.array?;
     let size = meta.dtype.size;
     if meta.order != colstats::source::Order::C || meta.columns as usize * size < 64 << 10 {
         return None;
     }
+    // The blocks themselves (the public summary has only their count and shape).
+    let sel: Vec<u64> = (0..meta.columns).collect();
+    let plan = colstats::plan::plan(
+        &meta,
+        &sel,
+        0..meta.rows,
+        summary.budget,
+        info.threads,
+        u64::MAX,
+    )
+    .ok()?;
     let f = File::open(path).unwrap();
     let sink = AtomicU64::new(0);
     let pool = rayon::ThreadPoolBuilder::new()

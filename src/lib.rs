@@ -37,14 +37,22 @@
 //! - The results for all selected columns must fit in half the memory budget.
 //! - A column whose finite values sum past the f64 range reports an infinite mean, as numpy.
 
-pub mod error;
+#![deny(missing_docs)]
+
+mod error;
+#[doc(hidden)]
 pub mod exec;
+#[doc(hidden)]
 pub mod kernel;
+#[doc(hidden)]
 pub mod moments;
 mod partial;
+#[doc(hidden)]
 pub mod plan;
 pub mod report;
+#[doc(hidden)]
 pub mod select;
+#[doc(hidden)]
 pub mod source;
 
 use std::path::{Path, PathBuf};
@@ -52,12 +60,16 @@ use std::path::{Path, PathBuf};
 use ndarray::Array1;
 
 pub use error::{Error, ErrorKind, Result};
+pub use exec::IoMode;
 /// The `ndarray` colstats's results are built on ([`Values`] holds `Array1`s), re-exported
 /// so that a caller's types are the same version's.
 pub use ndarray;
 pub use partial::Partial;
+pub use plan::MIN_BUDGET;
 pub use select::{ColumnSpec, RowSpec};
-pub use source::{ArrayMeta, ByteOrder, DType, Format, Kind, Order};
+pub use source::{
+    shape_str, ArrayMeta, ByteOrder, DType, DatasetInfo, Filter, Format, Kind, Layout, Order,
+};
 
 use kernel::Need;
 use moments::Acc;
@@ -241,18 +253,59 @@ impl Summary {
 pub struct Info {
     /// The format.
     pub format: Format,
-    /// Every dataset of an HDF5 file (empty for `.npy`).
-    #[cfg(feature = "hdf5")]
-    pub datasets: Vec<source::hdf5::DatasetInfo>,
+    /// Every dataset of an HDF5 file, each once (empty for `.npy`).
+    pub datasets: Vec<DatasetInfo>,
     /// The chosen dataset's path (HDF5).
     pub dataset: Option<String>,
     /// How the chosen array is read (HDF5), e.g. "memory-mapped" or "chunks decoded in parallel".
     pub access: String,
     /// The array and its plan for reducing every column over every row; `None` for an HDF5
     /// file with several datasets and no `--dataset`.
-    pub array: Option<(ArrayMeta, plan::Plan)>,
+    pub array: Option<(ArrayMeta, PlanSummary)>,
     /// Worker threads the plan assumes.
     pub threads: usize,
+}
+
+/// The plan a run would follow, as `colstats info` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// The memory budget, in bytes.
+    pub budget: u64,
+    /// Blocks the array is cut into.
+    pub blocks: usize,
+    /// The first block's rows and columns (`None` when there is no block).
+    pub block_shape: Option<(u64, u64)>,
+    /// Largest number of bytes one block touches.
+    pub block_bytes: u64,
+    /// Groups of blocks (column ranges reduced together).
+    pub groups: usize,
+    /// Blocks mapped or read at the same time.
+    pub in_flight: usize,
+    /// Rows per leaf of the merge tree.
+    pub leaf_rows: u64,
+    /// Estimated peak memory of the run, in bytes.
+    pub est_memory: u64,
+}
+
+impl PlanSummary {
+    fn of(meta: &ArrayMeta, p: &plan::Plan) -> PlanSummary {
+        PlanSummary {
+            budget: p.budget,
+            blocks: p.blocks.len(),
+            block_shape: p.blocks.first().map(|b| {
+                if meta.order == Order::F {
+                    (b.rows.end - b.rows.start, b.runs.end - b.runs.start)
+                } else {
+                    (b.shape.rows as u64, b.shape.width as u64)
+                }
+            }),
+            block_bytes: p.block_bytes,
+            groups: p.groups.len(),
+            in_flight: p.in_flight,
+            leaf_rows: p.leaf_rows,
+            est_memory: p.est_memory,
+        }
+    }
 }
 
 /// A handle that stops a running [`Request`] from another thread (see
@@ -422,13 +475,15 @@ impl Request {
         } else {
             Vec::new()
         };
-        #[cfg(feature = "hdf5")]
-        let choose = format == Format::Npy || self.dataset.is_some() || datasets.len() == 1;
         #[cfg(not(feature = "hdf5"))]
-        let choose = true;
+        let datasets = Vec::new();
+        // Without HDF5 support, opening says so.
+        let choose = format == Format::Npy
+            || self.dataset.is_some()
+            || datasets.len() == 1
+            || !cfg!(feature = "hdf5");
         let mut info = Info {
             format,
-            #[cfg(feature = "hdf5")]
             datasets,
             dataset: None,
             access: String::new(),
@@ -467,7 +522,8 @@ impl Request {
                 source::Storage::Hdf5(r) => format!("libhdf5 hyperslab reads ({})", r.why),
             };
             info.dataset = src.dataset;
-            info.array = Some((src.meta, plan));
+            let summary = PlanSummary::of(&src.meta, &plan);
+            info.array = Some((src.meta, summary));
         }
         Ok(info)
     }

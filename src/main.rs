@@ -137,7 +137,7 @@ struct InfoArgs {
 /// `--memory`: a size of at least 1 MiB.
 fn parse_memory(s: &str) -> Result<u64, String> {
     let v = colstats::parse_size(s)?;
-    if v < colstats::plan::MIN_BUDGET {
+    if v < colstats::MIN_BUDGET {
         return Err(format!("'{s}' is below the minimum budget of 1MiB"));
     }
     Ok(v)
@@ -237,9 +237,9 @@ fn stats(a: StatsArgs) -> Result<(), String> {
         req = req.block_limit(b);
     }
     req = req.io(match a.io {
-        Io::Auto => colstats::exec::IoMode::Auto,
-        Io::Mmap => colstats::exec::IoMode::Mmap,
-        Io::Read => colstats::exec::IoMode::Read,
+        Io::Auto => colstats::IoMode::Auto,
+        Io::Mmap => colstats::IoMode::Mmap,
+        Io::Read => colstats::IoMode::Read,
     });
     let pb = progress_bar(a.progress);
     let res = req.run_with_progress(|done, total| {
@@ -319,7 +319,7 @@ fn info(a: InfoArgs) -> Result<(), String> {
             let chunk = d
                 .chunk
                 .as_ref()
-                .map(|c| format!(" chunks {}", colstats::source::shape_str(c)))
+                .map(|c| format!(" chunks {}", colstats::shape_str(c)))
                 .unwrap_or_default();
             let filters = if d.filters.is_empty() {
                 String::new()
@@ -330,7 +330,7 @@ fn info(a: InfoArgs) -> Result<(), String> {
             o.push_str(&format!(
                 "  {}  {} {}  {}{}{}  stored {} / logical {}\n",
                 d.path,
-                colstats::source::shape_str(&d.shape),
+                colstats::shape_str(&d.shape),
                 dtype,
                 d.layout.name(),
                 chunk,
@@ -354,10 +354,7 @@ fn info(a: InfoArgs) -> Result<(), String> {
             o.push_str(&format!("dataset:   {d}\n"));
             o.push_str(&format!("access:    {}\n", info.access));
         }
-        o.push_str(&format!(
-            "shape:     {}\n",
-            colstats::source::shape_str(&m.shape)
-        ));
+        o.push_str(&format!("shape:     {}\n", colstats::shape_str(&m.shape)));
         o.push_str(&format!("dtype:     {} ({})\n", m.dtype, m.dtype.descr()));
         o.push_str(&format!(
             "order:     {}\n",
@@ -382,18 +379,15 @@ fn info(a: InfoArgs) -> Result<(), String> {
         o.push_str("plan:\n");
         o.push_str(&format!("  memory budget:    {}\n", human(p.budget)));
         o.push_str(&format!("  threads:          {}\n", info.threads));
-        o.push_str(&format!("  blocks:           {}\n", p.blocks.len()));
-        if let Some(b) = p.blocks.first() {
+        o.push_str(&format!("  blocks:           {}\n", p.blocks));
+        if let Some((rows, cols)) = p.block_shape {
             let what = if m.order == colstats::Order::F {
-                let n = b.runs.end - b.runs.start;
                 format!(
-                    "{} rows x {} column{}",
-                    b.rows.end - b.rows.start,
-                    n,
-                    if n == 1 { "" } else { "s" }
+                    "{rows} rows x {cols} column{}",
+                    if cols == 1 { "" } else { "s" }
                 )
             } else {
-                format!("{} rows x {} columns", b.shape.rows, b.shape.width)
+                format!("{rows} rows x {cols} columns")
             };
             o.push_str(&format!("  block shape:      {what}\n"));
             o.push_str(&format!(
@@ -401,7 +395,7 @@ fn info(a: InfoArgs) -> Result<(), String> {
                 p.block_bytes,
                 human(p.block_bytes)
             ));
-            o.push_str(&format!("  groups:           {}\n", p.groups.len()));
+            o.push_str(&format!("  groups:           {}\n", p.groups));
         }
         o.push_str(&format!("  blocks in flight: {}\n", p.in_flight));
         o.push_str(&format!("  leaf rows:        {}\n", p.leaf_rows));

@@ -190,8 +190,8 @@ pub fn leaf_rows_c(columns: u64, itemsize: u64) -> u64 {
 }
 
 /// Rows per merge-tree leaf for buffered storage read in bands of `chunk_rows` rows (HDF5
-/// chunks): whole bands, as many as fit [`LEAF_BYTES`] (a power of two of them, and at most
-/// [`MAX_LEAF_ROWS`] rows unless one band is longer), so that datasets of many short chunks
+/// chunks): whole bands, as many as fit `LEAF_BYTES` (a power of two of them, and at most
+/// `MAX_LEAF_ROWS` rows unless one band is longer), so that datasets of many short chunks
 /// (netCDF-4 record variables are chunked one record a chunk) do not pay a merge per record.
 /// It depends only on the file's layout, never on the budget or thread count.
 pub fn leaf_rows_chunked(chunk_rows: u64, row_bytes: u64) -> u64 {

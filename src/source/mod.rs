@@ -1,5 +1,6 @@
 //! Where bytes come from: array metadata and the file formats that carry it.
 
+pub mod datasets;
 pub mod dtype;
 #[cfg(feature = "hdf5")]
 pub mod hdf5;
@@ -8,6 +9,7 @@ pub mod npy;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+pub use datasets::{DatasetInfo, Filter, Layout};
 pub use dtype::{ByteOrder, DType, Kind};
 
 use crate::error::{Error, ErrorKind, Result};
