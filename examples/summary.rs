@@ -23,10 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         summary.rows
     );
     let (mean, std) = (
-        summary.mean.as_ref().unwrap(),
-        summary.std.as_ref().unwrap(),
+        summary.get_f64(Stat::Mean).unwrap(),
+        summary.get_f64(Stat::Std).unwrap(),
     );
-    let (min, max) = (summary.min.as_ref().unwrap(), summary.max.as_ref().unwrap());
+    let (min, max) = (
+        summary.get(Stat::Min).unwrap(),
+        summary.get(Stat::Max).unwrap(),
+    );
     for (i, col) in summary.columns.iter().enumerate() {
         println!(
             "column {col}: mean {:.6} ± {:.6}, range [{}, {}]",

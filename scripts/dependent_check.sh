@@ -35,7 +35,7 @@ fn main() {
             req = req.dataset(&pair[1]);
         }
         let s = req.stats(&[Stat::Mean, Stat::Var]).run().expect("run");
-        let mean: &Array1<f64> = s.mean.as_ref().expect("mean");
+        let mean: Array1<f64> = s.get_f64(Stat::Mean).expect("mean").into();
         println!("{} {:?}", pair[0], mean.to_vec());
     }
 }

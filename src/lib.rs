@@ -24,8 +24,8 @@
 //!     .stats(&[Stat::Mean, Stat::Std, Stat::Min, Stat::Max])
 //!     .memory(512 << 20)
 //!     .run()?;
-//! let mean = summary.mean.as_ref().expect("asked for the mean");
-//! assert_eq!(mean.to_vec(), vec![2.0, 20.0]);
+//! let mean = summary.get_f64(Stat::Mean).expect("asked for the mean");
+//! assert_eq!(mean, vec![2.0, 20.0]);
 //! println!("column 0: mean {}", mean[0]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -54,6 +54,7 @@ pub mod report;
 pub mod select;
 #[doc(hidden)]
 pub mod source;
+mod stats;
 
 use std::path::{Path, PathBuf};
 
@@ -71,7 +72,6 @@ pub use source::{
     shape_str, ArrayMeta, ByteOrder, DType, DatasetInfo, Filter, Format, Kind, Layout, Order,
 };
 
-use kernel::Need;
 use moments::Acc;
 
 /// One statistic colstats computes per column.
@@ -110,21 +110,12 @@ impl Stat {
 
     /// The name used on the command line and in output (`count`, `nan_count`, ...).
     pub fn name(&self) -> &'static str {
-        match self {
-            Stat::Count => "count",
-            Stat::NanCount => "nan_count",
-            Stat::Sum => "sum",
-            Stat::Mean => "mean",
-            Stat::Var => "var",
-            Stat::Std => "std",
-            Stat::Min => "min",
-            Stat::Max => "max",
-        }
+        stats::def(*self).name
     }
 
     /// Parses a name as [`Stat::name`] writes it.
     pub fn from_name(s: &str) -> Option<Stat> {
-        Stat::ALL.into_iter().find(|x| x.name() == s)
+        stats::REGISTRY.iter().find(|d| d.name == s).map(|d| d.stat)
     }
 }
 
@@ -204,39 +195,16 @@ pub struct Summary {
     pub nan: NanPolicy,
     /// Statistics requested, in output order.
     pub stats: Vec<Stat>,
-    /// Non-NaN values per column.
-    pub count: Option<Array1<u64>>,
-    /// NaN values per column.
-    pub nan_count: Option<Array1<u64>>,
-    /// Sums (exact integers for integer dtypes).
-    pub sum: Option<Values>,
-    /// Means.
-    pub mean: Option<Array1<f64>>,
-    /// Variances.
-    pub var: Option<Array1<f64>>,
-    /// Standard deviations.
-    pub std: Option<Array1<f64>>,
-    /// Minima (exact integers for integer dtypes).
-    pub min: Option<Values>,
-    /// Maxima (exact integers for integer dtypes).
-    pub max: Option<Values>,
+    /// Each requested statistic's values, in the order of `stats`.
+    values: Vec<(Stat, Values)>,
 }
 
 impl Summary {
     /// One statistic's values over the reported columns, `None` when it was not requested:
-    /// counts and exact integer results as [`Values::Int`], the rest as [`Values::Float`].
-    pub fn get(&self, stat: Stat) -> Option<Values> {
-        let ints = |a: &Array1<u64>| Values::Int(a.iter().map(|&v| Some(v as i128)).collect());
-        match stat {
-            Stat::Count => self.count.as_ref().map(ints),
-            Stat::NanCount => self.nan_count.as_ref().map(ints),
-            Stat::Sum => self.sum.clone(),
-            Stat::Mean => self.mean.clone().map(Values::Float),
-            Stat::Var => self.var.clone().map(Values::Float),
-            Stat::Std => self.std.clone().map(Values::Float),
-            Stat::Min => self.min.clone(),
-            Stat::Max => self.max.clone(),
-        }
+    /// counts and exact integer results (sums, minima, maxima of integer dtypes) as
+    /// [`Values::Int`], the rest as [`Values::Float`].
+    pub fn get(&self, stat: Stat) -> Option<&Values> {
+        self.values.iter().find(|(s, _)| *s == stat).map(|(_, v)| v)
     }
 
     /// [`Summary::get`] as `f64` per column (NaN where undefined; integers past 2^53
@@ -619,11 +587,7 @@ impl Request {
             self.block_limit,
         )
         .map_err(|e| budget_error(&self.path, e))?;
-        let has = |s: Stat| self.stats.contains(&s);
-        let need = Need {
-            moments: has(Stat::Sum) || has(Stat::Mean) || has(Stat::Var) || has(Stat::Std),
-            minmax: has(Stat::Min) || has(Stat::Max),
-        };
+        let need = stats::needs(&self.stats);
         let total: u64 = plan
             .blocks
             .iter()
@@ -673,55 +637,40 @@ impl Request {
     }
 
     fn summarise(&self, meta: &ArrayMeta, rows: u64, columns: Vec<u64>, accs: &[Acc]) -> Summary {
-        let has = |s: Stat| self.stats.contains(&s);
-        let int = meta.dtype.is_integer();
-        let prop = self.nan == NanPolicy::Propagate;
-        let nan_out = |a: &Acc| prop && a.nan > 0;
-        let floats = |f: &dyn Fn(&Acc) -> f64| -> Array1<f64> {
-            accs.iter()
-                .map(|a| if nan_out(a) { f64::NAN } else { f(a) })
-                .collect()
+        let fin = stats::Finish {
+            int: meta.dtype.is_integer(),
+            ddof: self.ddof,
+            propagate: self.nan == NanPolicy::Propagate,
         };
-        let var_of = |a: &Acc| {
-            if a.n <= self.ddof {
-                return f64::NAN;
-            }
-            let v = a.m2 / (a.n - self.ddof) as f64;
-            // Finite data whose sums overflowed (values near f64::MAX): infinite, as numpy
-            // gives, rather than the NaN of inf - inf.
-            if v.is_nan() && a.min.is_finite() && a.max.is_finite() {
-                f64::INFINITY
-            } else {
-                v
-            }
-        };
-        let mean_of = |a: &Acc| {
-            if a.n == 0 {
-                f64::NAN
-            } else if int {
-                a.isum as f64 / a.n as f64
-            } else {
-                a.sum() / a.n as f64
-            }
-        };
-        let ints = |f: &dyn Fn(&Acc) -> Option<i128>| -> Values {
-            Values::Int(accs.iter().map(f).collect())
-        };
-        let extreme = |mn: bool| -> Values {
-            if int {
-                ints(&|a| (a.n > 0).then_some(if mn { a.imin } else { a.imax }))
-            } else {
-                Values::Float(floats(&|a| {
-                    if a.n == 0 {
-                        f64::NAN
-                    } else if mn {
-                        a.min
-                    } else {
-                        a.max
-                    }
-                }))
-            }
-        };
+        let values = self
+            .stats
+            .iter()
+            .map(|&st| {
+                let f = stats::def(st).finish;
+                let outs: Vec<stats::Out> = accs.iter().map(|a| f(a, &fin)).collect();
+                // Integer or float is the statistic's and dtype's, not the data's.
+                let v = if matches!(f(&Acc::EMPTY, &fin), stats::Out::I(_)) {
+                    Values::Int(
+                        outs.iter()
+                            .map(|o| match o {
+                                stats::Out::I(v) => *v,
+                                stats::Out::F(_) => None,
+                            })
+                            .collect(),
+                    )
+                } else {
+                    Values::Float(
+                        outs.iter()
+                            .map(|o| match o {
+                                stats::Out::F(v) => *v,
+                                stats::Out::I(v) => v.map_or(f64::NAN, |v| v as f64),
+                            })
+                            .collect(),
+                    )
+                };
+                (st, v)
+            })
+            .collect();
         Summary {
             path: self.path.clone(),
             dataset: self.dataset.clone(),
@@ -733,20 +682,7 @@ impl Request {
             ddof: self.ddof,
             nan: self.nan,
             stats: self.stats.clone(),
-            count: has(Stat::Count).then(|| accs.iter().map(|a| a.n).collect()),
-            nan_count: has(Stat::NanCount).then(|| accs.iter().map(|a| a.nan).collect()),
-            sum: has(Stat::Sum).then(|| {
-                if int {
-                    ints(&|a| Some(a.isum))
-                } else {
-                    Values::Float(floats(&|a| if a.n == 0 { 0.0 } else { a.sum() }))
-                }
-            }),
-            mean: has(Stat::Mean).then(|| floats(&mean_of)),
-            var: has(Stat::Var).then(|| floats(&var_of)),
-            std: has(Stat::Std).then(|| floats(&|a| var_of(a).sqrt())),
-            min: has(Stat::Min).then(|| extreme(true)),
-            max: has(Stat::Max).then(|| extreme(false)),
+            values,
         }
     }
 }

@@ -66,7 +66,8 @@ fn parse_stats(s: &str) -> Result<StatList, String> {
     s.split(',')
         .map(|t| {
             Stat::from_name(t.trim()).ok_or_else(|| {
-                format!("unknown statistic '{t}' (choose from count,nan_count,sum,mean,var,std,min,max)")
+                let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown statistic '{t}' (choose from {})", names.join(","))
             })
         })
         .collect::<Result<Vec<_>, _>>()

@@ -32,20 +32,9 @@ enum Cell {
 }
 
 fn cell(s: &Summary, stat: Stat, i: usize) -> Cell {
-    let vals = |v: &Option<Values>| match v.as_ref().expect("requested") {
+    match s.get(stat).expect("requested") {
         Values::Float(a) => Cell::Float(a[i]),
         Values::Int(a) => a[i].map_or(Cell::Missing, Cell::Int),
-    };
-    let f = |v: &Option<ndarray::Array1<f64>>| Cell::Float(v.as_ref().expect("requested")[i]);
-    match stat {
-        Stat::Count => Cell::Int(s.count.as_ref().expect("requested")[i] as i128),
-        Stat::NanCount => Cell::Int(s.nan_count.as_ref().expect("requested")[i] as i128),
-        Stat::Sum => vals(&s.sum),
-        Stat::Mean => f(&s.mean),
-        Stat::Var => f(&s.var),
-        Stat::Std => f(&s.std),
-        Stat::Min => vals(&s.min),
-        Stat::Max => vals(&s.max),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `.npz` output: a zip archive (stored, uncompressed) of one `.npy` array per statistic.
 
-use crate::{Stat, Summary, Values};
+use crate::{Summary, Values};
 
 /// An array ready to be written as `.npy`: its descr and raw little-endian bytes.
 struct NpyArray {
@@ -79,18 +79,8 @@ fn values(v: &Values) -> NpyArray {
 /// The bytes of an `.npz` archive holding every requested statistic and `column_index`.
 pub fn write_npz(s: &Summary) -> Vec<u8> {
     let mut entries: Vec<(String, NpyArray)> = Vec::new();
-    let u64s = |v: &ndarray::Array1<u64>| ints(&v.iter().map(|&x| x as i128).collect::<Vec<_>>());
     for &st in &s.stats {
-        let arr = match st {
-            Stat::Count => u64s(s.count.as_ref().expect("requested")),
-            Stat::NanCount => u64s(s.nan_count.as_ref().expect("requested")),
-            Stat::Sum => values(s.sum.as_ref().expect("requested")),
-            Stat::Min => values(s.min.as_ref().expect("requested")),
-            Stat::Max => values(s.max.as_ref().expect("requested")),
-            Stat::Mean => f64s(s.mean.as_ref().expect("requested").iter().copied()),
-            Stat::Var => f64s(s.var.as_ref().expect("requested").iter().copied()),
-            Stat::Std => f64s(s.std.as_ref().expect("requested").iter().copied()),
-        };
+        let arr = values(s.get(st).expect("requested"));
         entries.push((format!("{}.npy", st.name()), arr));
     }
     let idx: Vec<i128> = s.columns.iter().map(|&c| c as i128).collect();
