@@ -236,6 +236,8 @@ pub(super) fn fast_sweep<
 /// it the single-pass M2 would lose more than a few bits to cancellation.
 pub(super) const MAX_CANCEL: f64 = 16.0;
 
+// Long (about 180 lines) on purpose: one loop nest whose lane arrays must stay in
+// registers across the row chunks; cut into functions, the compiler spills them.
 /// Reduces a tile in one pass, taking each column's first non-NaN value in the tile as its
 /// reference value (`MO`: moments too, else counts, min and max; `NANS`: NaNs are skipped).
 /// A column the pass cannot do is marked in `bad` (its `out` left to be overwritten): it

@@ -576,53 +576,78 @@ pub fn read_chunk_rows(
                     &sc.out
                 }
             };
-            // Copy the chunk's part inside rows r0..r1 and the extent: runs along the last
-            // dimension.
-            let first = r0.saturating_sub(origin[0]);
-            let valid: Vec<u64> = (0..nd)
-                .map(|k| {
-                    let lim = if k == 0 { r1 } else { shape[k] };
-                    c[k].min(lim - origin[k])
-                })
-                .collect();
-            let run = if nd == 1 {
-                (valid[0] - first) as usize * itemsize
-            } else {
-                valid[nd - 1] as usize * itemsize
-            };
-            let mut idx_local = vec![0u64; nd];
-            idx_local[0] = first;
-            loop {
-                let src: u64 = (0..nd).map(|k| idx_local[k] * src_stride[k]).sum();
-                let row = origin[0] + idx_local[0] - r0;
-                let mut dst = row * row_elems;
-                for k in 1..nd {
-                    dst += (origin[k] + idx_local[k]) * dst_stride[k];
-                }
-                let (s0, d0) = (src as usize * itemsize, dst as usize * itemsize);
-                out[d0..d0 + run].copy_from_slice(&data[s0..s0 + run]);
-                // Advance over all dims but the last.
-                let mut k = nd - 1;
-                loop {
-                    if k == 0 {
-                        break;
-                    }
-                    k -= 1;
-                    idx_local[k] += 1;
-                    if idx_local[k] < valid[k] {
-                        break;
-                    }
-                    idx_local[k] = if k == 0 { first } else { 0 };
-                    if k == 0 {
-                        k = usize::MAX;
-                        break;
-                    }
-                }
-                if k == usize::MAX || nd == 1 {
-                    break;
-                }
-            }
+            copy_chunk_part(
+                data,
+                out,
+                &origin,
+                (r0, r1),
+                (shape, c),
+                (&dst_stride, &src_stride),
+                itemsize,
+            );
         }
     }
     Ok(())
+}
+
+/// Copies the part of a decoded chunk (whose first element is at `origin`) that lies inside
+/// rows `r0..r1` and the dataset's extent into `out` (rows `r0..r1`, C order), in runs along
+/// the last dimension.
+fn copy_chunk_part(
+    data: &[u8],
+    out: &mut [u8],
+    origin: &[u64],
+    (r0, r1): (u64, u64),
+    (shape, c): (&[u64], &[u64]),
+    (dst_stride, src_stride): (&[u64], &[u64]),
+    itemsize: usize,
+) {
+    let nd = shape.len();
+    let row_elems: u64 = shape[1..].iter().product();
+    // Copy the chunk's part inside rows r0..r1 and the extent: runs along the last
+    // dimension.
+    let first = r0.saturating_sub(origin[0]);
+    let valid: Vec<u64> = (0..nd)
+        .map(|k| {
+            let lim = if k == 0 { r1 } else { shape[k] };
+            c[k].min(lim - origin[k])
+        })
+        .collect();
+    let run = if nd == 1 {
+        (valid[0] - first) as usize * itemsize
+    } else {
+        valid[nd - 1] as usize * itemsize
+    };
+    let mut idx_local = vec![0u64; nd];
+    idx_local[0] = first;
+    loop {
+        let src: u64 = (0..nd).map(|k| idx_local[k] * src_stride[k]).sum();
+        let row = origin[0] + idx_local[0] - r0;
+        let mut dst = row * row_elems;
+        for k in 1..nd {
+            dst += (origin[k] + idx_local[k]) * dst_stride[k];
+        }
+        let (s0, d0) = (src as usize * itemsize, dst as usize * itemsize);
+        out[d0..d0 + run].copy_from_slice(&data[s0..s0 + run]);
+        // Advance over all dims but the last.
+        let mut k = nd - 1;
+        loop {
+            if k == 0 {
+                break;
+            }
+            k -= 1;
+            idx_local[k] += 1;
+            if idx_local[k] < valid[k] {
+                break;
+            }
+            idx_local[k] = if k == 0 { first } else { 0 };
+            if k == 0 {
+                k = usize::MAX;
+                break;
+            }
+        }
+        if k == usize::MAX || nd == 1 {
+            break;
+        }
+    }
 }

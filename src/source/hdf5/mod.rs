@@ -301,6 +301,8 @@ fn choose(path: &Path, h5: &hdf5::File, name: Option<&str>) -> Result<String> {
     }
 }
 
+// Long (about 170 lines): one arm per storage layout, each deciding how the bytes are read
+// and what is checked first (the README's table, in code); the arms share a dozen facts.
 /// Opens dataset `name` (or the only dataset) of the HDF5 file at `path`.
 pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
     let h5 = open_file(path)?;
