@@ -1,0 +1,556 @@
+//! A reduction to run: the builder, and what it runs (`info`, `run`, partials).
+
+use crate::*;
+use moments::Acc;
+use std::path::{Path, PathBuf};
+
+/// What `colstats info` reports: the datasets of an HDF5 file, and for the chosen array its
+/// metadata and the plan a run would follow.
+#[derive(Clone, Debug)]
+pub struct Info {
+    /// The format.
+    pub format: Format,
+    /// Every dataset of an HDF5 file, each once (empty for `.npy`).
+    pub datasets: Vec<DatasetInfo>,
+    /// The chosen dataset's path (HDF5).
+    pub dataset: Option<String>,
+    /// How the chosen array is read (HDF5), e.g. "memory-mapped" or "chunks decoded in parallel".
+    pub access: String,
+    /// The array and its plan for reducing every column over every row; `None` for an HDF5
+    /// file with several datasets and no `--dataset`.
+    pub array: Option<(ArrayMeta, PlanSummary)>,
+    /// Worker threads the plan assumes.
+    pub threads: usize,
+}
+
+/// The plan a run would follow, as `colstats info` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// The memory budget, in bytes.
+    pub budget: u64,
+    /// Blocks the array is cut into.
+    pub blocks: usize,
+    /// The first block's rows and columns (`None` when there is no block).
+    pub block_shape: Option<(u64, u64)>,
+    /// Largest number of bytes one block touches.
+    pub block_bytes: u64,
+    /// Groups of blocks (column ranges reduced together).
+    pub groups: usize,
+    /// Blocks mapped or read at the same time.
+    pub in_flight: usize,
+    /// Rows per leaf of the merge tree.
+    pub leaf_rows: u64,
+    /// Estimated peak memory of the run, in bytes.
+    pub est_memory: u64,
+}
+
+impl PlanSummary {
+    fn of(meta: &ArrayMeta, p: &plan::Plan) -> PlanSummary {
+        PlanSummary {
+            budget: p.budget,
+            blocks: p.blocks.len(),
+            block_shape: p.blocks.first().map(|b| {
+                if meta.order == Order::F {
+                    (b.rows.end - b.rows.start, b.runs.end - b.runs.start)
+                } else {
+                    (b.shape.rows as u64, b.shape.width as u64)
+                }
+            }),
+            block_bytes: p.block_bytes,
+            groups: p.groups.len(),
+            in_flight: p.in_flight,
+            leaf_rows: p.leaf_rows,
+            est_memory: p.est_memory,
+        }
+    }
+}
+
+/// A handle that stops a running [`Request`] from another thread (see
+/// [`Request::cancel_token`]). Clones share one flag.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    /// Asks every run holding this token to stop; runs stop within one block.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A reduction to run: built with [`Request::new`] and the setters, run with [`Request::run`].
+#[derive(Clone, Debug)]
+pub struct Request {
+    path: PathBuf,
+    dataset: Option<String>,
+    stats: Vec<Stat>,
+    memory: u64,
+    threads: Option<usize>,
+    cancel: Option<CancelToken>,
+    nan: NanPolicy,
+    ddof: u64,
+    columns: Option<ColumnSpec>,
+    rows: Option<RowSpec>,
+    block_limit: u64,
+    io: exec::IoMode,
+}
+
+impl Request {
+    /// All statistics of every column of `path`, NaNs skipped, ddof 0, 1 GiB, all cores.
+    pub fn new(path: impl AsRef<Path>) -> Request {
+        Request {
+            path: path.as_ref().to_path_buf(),
+            dataset: None,
+            stats: Stat::ALL.to_vec(),
+            memory: DEFAULT_MEMORY,
+            threads: None,
+            cancel: None,
+            nan: NanPolicy::Skip,
+            ddof: 0,
+            columns: None,
+            rows: None,
+            block_limit: u64::MAX,
+            io: exec::IoMode::Auto,
+        }
+    }
+
+    /// How contiguous data is reached: per-block memory maps (the default on local disks),
+    /// or `pread` into reused buffers (the default on network filesystems, where every page
+    /// fault can become a small request).
+    pub fn io(mut self, mode: exec::IoMode) -> Request {
+        self.io = mode;
+        self
+    }
+
+    /// The HDF5 dataset to reduce.
+    pub fn dataset(mut self, name: impl Into<String>) -> Request {
+        self.dataset = Some(name.into());
+        self
+    }
+
+    /// The statistics to compute (output keeps the canonical order, without duplicates).
+    pub fn stats(mut self, stats: &[Stat]) -> Request {
+        let mut v = stats.to_vec();
+        v.sort();
+        v.dedup();
+        self.stats = v;
+        self
+    }
+
+    /// The memory budget in bytes (maps, buffers and partial results together).
+    pub fn memory(mut self, bytes: u64) -> Request {
+        self.memory = bytes;
+        self
+    }
+
+    /// Worker threads (default: the available cores, or, when called from inside a rayon
+    /// pool, that pool's threads). 0 is refused when the request runs.
+    ///
+    /// Each run builds a pool of this many threads, so several runs at once multiply
+    /// threads; to share threads, call [`Request::run`] from inside your own pool
+    /// (`pool.install(|| request.run())`): the run then uses that pool and builds none
+    /// (workers then use that pool's stack size; a debug build of colstats needs several MiB).
+    pub fn threads(mut self, n: usize) -> Request {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Lets another thread stop the run with [`CancelToken::cancel`]: no block starts after
+    /// that, and the run returns an error of kind [`ErrorKind::Cancelled`].
+    pub fn cancel_token(mut self, token: &CancelToken) -> Request {
+        self.cancel = Some(token.clone());
+        self
+    }
+
+    /// How NaNs are treated.
+    pub fn nan(mut self, policy: NanPolicy) -> Request {
+        self.nan = policy;
+        self
+    }
+
+    /// Delta degrees of freedom for var and std.
+    pub fn ddof(mut self, ddof: u64) -> Request {
+        self.ddof = ddof;
+        self
+    }
+
+    /// Only these columns, in this order.
+    pub fn columns(mut self, spec: ColumnSpec) -> Request {
+        self.columns = Some(spec);
+        self
+    }
+
+    /// Only these rows.
+    pub fn rows(mut self, spec: RowSpec) -> Request {
+        self.rows = Some(spec);
+        self
+    }
+
+    /// Caps the bytes per block below what the budget allows, to exercise many-block plans
+    /// on small inputs in tests.
+    #[doc(hidden)]
+    pub fn block_limit(mut self, bytes: u64) -> Request {
+        self.block_limit = bytes;
+        self
+    }
+
+    fn thread_count(&self) -> Result<usize> {
+        match self.threads {
+            Some(0) => Err(Error::new(
+                ErrorKind::Request,
+                Some(&self.path),
+                "the thread count must be at least 1",
+            )),
+            Some(n) => Ok(n),
+            None if rayon::current_thread_index().is_some() => Ok(rayon::current_num_threads()),
+            None => Ok(std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)),
+        }
+    }
+
+    /// Opens the input and plans a full reduction without reading the data; for an HDF5
+    /// file, lists its datasets.
+    pub fn info(&self) -> Result<Info> {
+        let format = source::sniff(&self.path)?;
+        let threads = self.thread_count()?;
+        #[cfg(feature = "hdf5")]
+        let datasets = if format == Format::Hdf5 {
+            source::hdf5::list(&self.path)?
+        } else {
+            Vec::new()
+        };
+        #[cfg(not(feature = "hdf5"))]
+        let datasets = Vec::new();
+        // Without HDF5 support, opening says so.
+        let choose = format == Format::Npy
+            || self.dataset.is_some()
+            || datasets.len() == 1
+            || !cfg!(feature = "hdf5");
+        let mut info = Info {
+            format,
+            datasets,
+            dataset: None,
+            access: String::new(),
+            array: None,
+            threads,
+        };
+        if choose {
+            let src = source::open(&self.path, self.dataset.as_deref())?;
+            plan::results_fit(src.meta.columns, self.memory)
+                .map_err(|e| budget_error(&self.path, e))?;
+            let sel: Vec<u64> = (0..src.meta.columns).collect();
+            let plan = plan::plan(
+                &src.meta,
+                &sel,
+                0..src.meta.rows,
+                self.memory,
+                threads,
+                self.block_limit,
+            )
+            .map_err(|e| budget_error(&self.path, e))?;
+            info.threads = plan.threads;
+            info.access = match &src.storage {
+                source::Storage::Mapped => "memory-mapped per block".into(),
+                #[cfg(feature = "hdf5")]
+                source::Storage::Chunked(c) => match c.index {
+                    source::hdf5::ChunkIndex::Table(_) => {
+                        "chunks read raw and decoded in parallel".into()
+                    }
+                    source::hdf5::ChunkIndex::Library(_) => {
+                        "chunks fetched raw through libhdf5 (one at a time, under its lock) \
+                         and decoded in parallel"
+                            .into()
+                    }
+                },
+                #[cfg(feature = "hdf5")]
+                source::Storage::Hdf5(r) => format!("libhdf5 hyperslab reads ({})", r.why),
+            };
+            info.dataset = src.dataset;
+            let summary = PlanSummary::of(&src.meta, &plan);
+            info.array = Some((src.meta, summary));
+        }
+        Ok(info)
+    }
+
+    /// Runs the reduction.
+    pub fn run(&self) -> Result<Summary> {
+        self.run_with_progress(|_, _| {})
+    }
+
+    /// Runs the reduction, calling `progress(bytes_done, bytes_total)` as blocks finish.
+    pub fn run_with_progress(&self, progress: impl Fn(u64, u64) + Sync) -> Result<Summary> {
+        let (summary, _) = self.execute(&progress, false)?;
+        Ok(summary)
+    }
+
+    /// Runs the reduction and returns its mergeable state (see [`Partial`]) rather than a
+    /// summary: merge it with the partials of runs over other rows of the same array
+    /// ([`Partial::merge`]), then [`Request::summarise_partial`].
+    pub fn run_partial(&self) -> Result<Partial> {
+        let (_, partial) = self.execute(&|_, _| {}, true)?;
+        Ok(partial.expect("asked for the partial"))
+    }
+
+    /// The summary of a (merged) partial, with this request's statistics, NaN policy and
+    /// ddof; its columns in the order this request's column selection gives.
+    pub fn summarise_partial(&self, partial: &Partial) -> Result<Summary> {
+        let src = source::open(&self.path, self.dataset.as_deref())?;
+        let meta = &src.meta;
+        if meta.dtype != partial.dtype || meta.shape != partial.shape {
+            return Err(Error::request(
+                &self.path,
+                "the partial result is of another array",
+            ));
+        }
+        let order = self.column_order(meta)?;
+        let accs = partial.fold();
+        let picked: Vec<Acc> = order
+            .iter()
+            .map(|c| {
+                partial
+                    .columns
+                    .binary_search(c)
+                    .map(|i| accs[i])
+                    .map_err(|_| {
+                        Error::request(
+                            &self.path,
+                            format!("column {c} is not in the partial result"),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let mut summary = self.summarise(meta, partial.row_count(), order, &picked);
+        summary.dataset = src.dataset.clone();
+        Ok(summary)
+    }
+
+    fn column_order(&self, meta: &ArrayMeta) -> Result<Vec<u64>> {
+        match &self.columns {
+            Some(spec) => spec
+                .resolve(meta.columns)
+                .map_err(|m| Error::request(&self.path, m)),
+            None => Ok((0..meta.columns).collect()),
+        }
+    }
+
+    fn execute(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+        keep_nodes: bool,
+    ) -> Result<(Summary, Option<Partial>)> {
+        let src = source::open(&self.path, self.dataset.as_deref())?;
+        let meta = &src.meta;
+        let threads = self.thread_count()?;
+        let count = self
+            .columns
+            .as_ref()
+            .map_or(meta.columns, |spec| spec.count(meta.columns));
+        plan::results_fit(count, self.memory).map_err(|e| budget_error(&self.path, e))?;
+        let order = self.column_order(meta)?;
+        let mut sel = order.clone();
+        sel.sort_unstable();
+        sel.dedup();
+        let rows = self
+            .rows
+            .unwrap_or(RowSpec::new(None, None))
+            .resolve(meta.rows);
+        let plan = plan::plan(
+            meta,
+            &sel,
+            rows.clone(),
+            self.memory,
+            threads,
+            self.block_limit,
+        )
+        .map_err(|e| budget_error(&self.path, e))?;
+        let need = stats::needs(&self.stats);
+        let total: u64 = plan
+            .blocks
+            .iter()
+            .map(|b| exec::block_bytes(b, meta.dtype.size as u64))
+            .sum();
+        let first_row_bytes = if meta.mapped || plan.blocks.is_empty() {
+            None
+        } else {
+            Some(first_row(&src, 0)?)
+        };
+        let job = exec::Job {
+            meta,
+            file: &src.file,
+            sel: &sel,
+            // Shifts come from row 0 whatever rows are selected (see exec::Job::first_row).
+            first_row: 0,
+            need,
+            threads: plan.threads,
+            storage: &src.storage,
+            dataset: src.dataset.as_deref(),
+            first_row_bytes,
+            read: self.io.resolve(&src.file),
+            cancel: self.cancel.as_ref().map(|c| &*c.0),
+            keep_nodes,
+        };
+        let (accs, nodes) = exec::run(&job, &plan, &|done| progress(done, total))?;
+        let partial = keep_nodes.then(|| Partial {
+            dtype: meta.dtype,
+            shape: meta.shape.clone(),
+            columns: sel.clone(),
+            shift: shift_bits(&src, &sel),
+            leaf_rows: plan.leaf_rows,
+            rows: if rows.is_empty() {
+                Vec::new()
+            } else {
+                vec![rows.clone()]
+            },
+            nodes,
+        });
+        let picked: Vec<Acc> = order
+            .iter()
+            .map(|c| accs[sel.binary_search(c).expect("selected")])
+            .collect();
+        let mut summary = self.summarise(meta, rows.end - rows.start, order, &picked);
+        summary.dataset = src.dataset.clone();
+        Ok((summary, partial))
+    }
+
+    fn summarise(&self, meta: &ArrayMeta, rows: u64, columns: Vec<u64>, accs: &[Acc]) -> Summary {
+        let fin = stats::Finish {
+            int: meta.dtype.is_integer(),
+            ddof: self.ddof,
+            propagate: self.nan == NanPolicy::Propagate,
+        };
+        let values = self
+            .stats
+            .iter()
+            .map(|&st| {
+                let f = stats::def(st).finish;
+                let outs: Vec<stats::Out> = accs.iter().map(|a| f(a, &fin)).collect();
+                // Integer or float is the statistic's and dtype's, not the data's.
+                let v = if matches!(f(&Acc::EMPTY, &fin), stats::Out::I(_)) {
+                    Values::Int(
+                        outs.iter()
+                            .map(|o| match o {
+                                stats::Out::I(v) => *v,
+                                stats::Out::F(_) => None,
+                            })
+                            .collect(),
+                    )
+                } else {
+                    Values::Float(
+                        outs.iter()
+                            .map(|o| match o {
+                                stats::Out::F(v) => *v,
+                                stats::Out::I(v) => v.map_or(f64::NAN, |v| v as f64),
+                            })
+                            .collect(),
+                    )
+                };
+                (st, v)
+            })
+            .collect();
+        Summary {
+            path: self.path.clone(),
+            dataset: self.dataset.clone(),
+            dtype: meta.dtype,
+            shape: meta.shape.clone(),
+            order: meta.order,
+            rows,
+            columns,
+            ddof: self.ddof,
+            nan: self.nan,
+            stats: self.stats.clone(),
+            values,
+        }
+    }
+}
+
+/// Each selected column's shift (its value in row 0, as the kernel decodes it), as bits: what
+/// a partial's means are relative to.
+fn shift_bits(src: &source::Source, sel: &[u64]) -> Vec<u64> {
+    use std::os::unix::fs::FileExt;
+    let m = &src.meta;
+    let s = m.dtype.size;
+    if m.rows == 0 {
+        return vec![0; sel.len()];
+    }
+    let row: Option<Vec<u8>> = if !m.mapped {
+        first_row(src, 0).ok()
+    } else {
+        let mut buf = vec![0u8; m.columns as usize * s];
+        let ok = match m.order {
+            source::Order::C => src.file.read_exact_at(&mut buf, m.data_offset).is_ok(),
+            source::Order::F => sel.iter().all(|&c| {
+                let at = m.data_offset + m.run_of_column(c) * m.rows * s as u64;
+                let i = c as usize * s;
+                src.file.read_exact_at(&mut buf[i..i + s], at).is_ok()
+            }),
+        };
+        ok.then_some(buf)
+    };
+    let Some(row) = row else {
+        return vec![u64::MAX; sel.len()];
+    };
+    let shift = kernel::decode_shift(&row, m.dtype, m.columns as usize, s);
+    sel.iter()
+        .map(|&c| {
+            let c = c as usize;
+            match shift.float.get(c) {
+                Some(v) => v.to_bits(),
+                None => shift.int.get(c).map_or(0, |&v| v as u64),
+            }
+        })
+        .collect()
+}
+
+/// The raw bytes of row `row` (all columns) of a buffered (HDF5) input.
+#[cfg(feature = "hdf5")]
+fn first_row(src: &source::Source, row: u64) -> Result<Vec<u8>> {
+    let m = &src.meta;
+    let mut buf = vec![0u8; (m.columns * m.dtype.size as u64) as usize];
+    match &src.storage {
+        source::Storage::Hdf5(r) => {
+            source::hdf5::read_rows(&m.path, r, &m.shape, row, row + 1, &mut buf)?
+        }
+        source::Storage::Chunked(ch) => {
+            // Decode the band holding the row, then keep the row.
+            let c0 = ch.chunk[0];
+            let (b0, b1) = (row / c0 * c0, (row / c0 * c0 + c0).min(m.rows));
+            let mut band = vec![0u8; ((b1 - b0) * m.columns * m.dtype.size as u64) as usize];
+            let mut sc = source::hdf5::ChunkScratch::default();
+            source::hdf5::read_chunk_rows(
+                &m.path,
+                src.dataset.as_deref().unwrap_or("?"),
+                &src.file,
+                ch,
+                &m.shape,
+                m.dtype.size,
+                (b0, b1),
+                &mut sc,
+                &mut band,
+            )?;
+            let off = ((row - b0) * m.columns * m.dtype.size as u64) as usize;
+            let n = buf.len();
+            buf.copy_from_slice(&band[off..off + n]);
+        }
+        source::Storage::Mapped => unreachable!("mapped inputs read their shift in place"),
+    }
+    Ok(buf)
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn first_row(_src: &source::Source, _row: u64) -> Result<Vec<u8>> {
+    unreachable!("only HDF5 inputs are buffered")
+}
+
+fn budget_error(path: &Path, e: plan::PlanError) -> Error {
+    Error::budget(path, e.0)
+}
