@@ -50,11 +50,14 @@ pub(crate) mod opt {
     pub const DATASET: &str = "\u{1}dataset\u{2}";
     /// The memory budget.
     pub const MEMORY: &str = "\u{1}memory\u{2}";
+    /// The column selection.
+    pub const COLUMNS: &str = "\u{1}columns\u{2}";
 }
 
-const OPTIONS: [(&str, &str, &str); 2] = [
+const OPTIONS: [(&str, &str, &str); 3] = [
     (opt::DATASET, "the dataset path", "--dataset"),
     (opt::MEMORY, "the memory budget", "--memory"),
+    (opt::COLUMNS, "columns", "--columns"),
 ];
 
 fn render(msg: &str, cli: bool) -> String {

@@ -8,13 +8,13 @@
 
 use std::ops::Range;
 
-use crate::kernel::Shape;
-use crate::moments::Acc;
-use crate::source::{ArrayMeta, Order};
+mod budget;
 
-/// Largest block a worker maps at once: per-block maps of tens of MiB, populated up front,
-/// amortise mapping costs best on this machine class (see the I/O notes in the README).
-pub const MAX_BLOCK_BYTES: u64 = 64 << 20;
+use crate::kernel::Shape;
+use crate::source::{ArrayMeta, Order};
+use budget::MIN_BALANCED_BLOCK;
+pub use budget::{results_fit, Split, ACC_BYTES, MAX_BLOCK_BYTES, MIN_BUDGET};
+
 /// Target bytes per leaf of the merge tree (rows × columns × itemsize), small enough for the
 /// second pass over a leaf to hit the cache, large enough that per-leaf work is amortised.
 const LEAF_BYTES: u64 = 128 << 10;
@@ -25,12 +25,6 @@ const MAX_LEAF_ROWS: u64 = 32768;
 const MIN_LEAF_ROWS: u64 = 256;
 /// Rows per leaf for one contiguous Fortran-order column.
 const RUN_LEAF_ROWS: u64 = 16384;
-/// Blocks are not cut smaller than this just to spread work over threads.
-const MIN_BALANCED_BLOCK: u64 = 1 << 20;
-/// Smallest budget accepted.
-pub const MIN_BUDGET: u64 = 1 << 20;
-/// Fixed allowance for per-thread scratch and bookkeeping.
-const SCRATCH_PER_THREAD: u64 = 256 << 10;
 const PAGE: u64 = 4096;
 
 /// What a group of blocks covers.
@@ -115,9 +109,6 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct PlanError(pub String);
 
-/// Bytes one column accumulator takes.
-pub const ACC_BYTES: u64 = std::mem::size_of::<Acc>() as u64;
-
 fn prev_pow2(x: u64) -> u64 {
     if x == 0 {
         0
@@ -201,20 +192,6 @@ pub fn leaf_rows_chunked(chunk_rows: u64, row_bytes: u64) -> u64 {
     c * prev_pow2(by_bytes.min(by_rows)).max(1)
 }
 
-/// Checks that the results for `columns` selected columns take at most half of `budget`:
-/// before the selection itself is built, whose size a corrupt header can make absurd.
-pub fn results_fit(columns: u64, budget: u64) -> Result<(), PlanError> {
-    let results = columns.saturating_mul(ACC_BYTES + 8);
-    if results > budget / 2 {
-        return Err(PlanError(format!(
-            "the results for {columns} columns need {} MiB, more than half the memory budget; \
-             raise --memory or select fewer --columns",
-            results >> 20
-        )));
-    }
-    Ok(())
-}
-
 /// Plans the reduction of columns `sel` (sorted, unique) over `rows` of `meta` on up to
 /// `threads` threads: fewer when the budget cannot hold a block and scratch for each (the
 /// results are the same on any number).
@@ -227,11 +204,8 @@ pub fn plan(
     block_limit: u64,
 ) -> Result<Plan, PlanError> {
     // Errors that no thread count can fix come first, so they are not tried again.
-    if budget < MIN_BUDGET {
-        return Err(PlanError(format!(
-            "{} {budget} bytes is below the minimum of {MIN_BUDGET} bytes (1 MiB)",
-            crate::error::opt::MEMORY
-        )));
+    if let Some(e) = budget::floor_error(budget) {
+        return Err(e);
     }
     results_fit(sel.len() as u64, budget)?;
     let mut t = threads.max(1);
@@ -254,14 +228,13 @@ fn plan_for(
     block_limit: u64,
 ) -> Result<Plan, PlanError> {
     let threads = threads.max(1) as u64;
-    let results = sel.len() as u64 * (ACC_BYTES + 8);
-    let fixed = results + threads * (SCRATCH_PER_THREAD + meta.scratch_per_thread);
-    let avail = budget.saturating_sub(fixed);
+    let split = Split::new(budget, sel.len() as u64, threads, meta.scratch_per_thread);
+    let (fixed, avail) = (split.fixed, split.avail);
     // Enough blocks to keep every thread busy (about four each), but not so small that
     // mapping costs dominate.
     let total = (rows.end - rows.start) * sel.len() as u64 * meta.dtype.size as u64;
     let balance = (total / (4 * threads)).max(MIN_BALANCED_BLOCK);
-    let share = (avail / threads).min(MAX_BLOCK_BYTES);
+    let share = split.share;
     let block_limit = block_limit.min(balance);
     let nrows = rows.end - rows.start;
     let s = meta.dtype.size as u64;
@@ -271,7 +244,7 @@ fn plan_for(
         leaf_rows: 0,
         block_bytes: 0,
         in_flight: 0,
-        window: 2 * threads as usize,
+        window: split.window(),
         est_memory: fixed,
         budget,
         threads: threads as usize,
@@ -303,8 +276,7 @@ fn plan_for(
                     &rows,
                     r,
                     (share, block_limit),
-                    threads,
-                    avail,
+                    &split,
                     &mut partial_mem,
                 )?;
             }
@@ -313,7 +285,7 @@ fn plan_for(
             p.leaf_rows = RUN_LEAF_ROWS;
             let mut runs: Vec<u64> = sel.iter().map(|&c| meta.run_of_column(c)).collect();
             runs.sort_unstable();
-            partial_mem = ACC_BYTES * (p.window as u64 + threads) * 64;
+            partial_mem = split.run_partials();
             let share = (avail.saturating_sub(partial_mem) / threads).min(share);
             for rr in contiguous_ranges(&runs) {
                 plan_runs(meta, &mut p, rr, &rows, share.min(block_limit));
@@ -321,22 +293,8 @@ fn plan_for(
         }
     }
     p.block_bytes = p.blocks.iter().map(|b| b.touched).max().unwrap_or(0);
-    // Blocks larger than a thread's share (one chunk band of a buffered input) run fewer
-    // at a time.
-    let fit = (avail.saturating_sub(partial_mem) / p.block_bytes.max(1)).max(1);
-    p.in_flight = (threads as usize)
-        .min(p.blocks.len())
-        .min(fit as usize)
-        .max(1);
-    p.est_memory = fixed + p.in_flight as u64 * p.block_bytes + partial_mem;
-    if p.est_memory > budget {
-        return Err(PlanError(format!(
-            "cannot fit the reduction in {} MiB (needs about {} MiB); raise {}",
-            budget >> 20,
-            p.est_memory.div_ceil(1 << 20),
-            crate::error::opt::MEMORY
-        )));
-    }
+    p.in_flight = split.in_flight(partial_mem, p.block_bytes, p.blocks.len());
+    p.est_memory = split.estimate(p.in_flight, p.block_bytes, partial_mem)?;
     Ok(p)
 }
 
@@ -386,10 +344,10 @@ fn plan_rows(
     rows: &Range<u64>,
     r: u64,
     (share, limit): (u64, u64),
-    threads: u64,
-    avail: u64,
+    split: &Split,
     partial_mem: &mut u64,
 ) -> Result<(), PlanError> {
+    let (threads, avail) = (split.threads, split.avail);
     let s = meta.dtype.size as u64;
     let c = meta.columns;
     let nrows = rows.end - rows.start;
@@ -413,7 +371,7 @@ fn plan_rows(
         {
             k += 1;
         }
-        *partial_mem = w * ACC_BYTES * (threads * (k as u64 + 2) + 2 * threads + 64);
+        *partial_mem = split.buffered_partials(w, k);
         emit_rows(meta, p, cols, rows, r, k, w);
         return Ok(());
     }
@@ -430,7 +388,7 @@ fn plan_rows(
             let nblocks = nrows.div_ceil(block_rows);
             let depth_b = k as u64 + 1;
             let depth_g = ceil_log2(nblocks) + 1;
-            let partials = w * ACC_BYTES * (threads * (depth_b + 1) + depth_g + 2 * threads);
+            let partials = split.row_partials(w, depth_b, depth_g);
             let data = threads * touched_rows(block_rows.min(nrows), w * s, c * s);
             if partials + data <= avail {
                 *partial_mem = (*partial_mem).max(partials);
