@@ -203,7 +203,15 @@ impl Request {
         self
     }
 
+    /// The thread count, after checking every setting that can be wrong whatever the input:
+    /// no statistics, zero threads, a budget below [`crate::MIN_BUDGET`].
     fn thread_count(&self) -> Result<usize> {
+        if self.stats.is_empty() {
+            return Err(Error::request(&self.path, "no statistics requested"));
+        }
+        if let Some(e) = plan::budget_floor(self.memory) {
+            return Err(budget_error(&self.path, e));
+        }
         match self.threads {
             Some(0) => Err(Error::new(
                 ErrorKind::Request,

@@ -37,6 +37,12 @@ fn one_kind_per_failure_whatever_the_format() {
     d.write_npy(&p, false);
     assert_eq!(kind_of(Request::new(&p).memory(1000)), ErrorKind::Budget);
     assert_eq!(kind_of(Request::new(&p).threads(0)), ErrorKind::Request);
+    assert_eq!(kind_of(Request::new(&p).stats(&[])), ErrorKind::Request);
+    assert_eq!(
+        Request::new(&p).memory(1000).info().unwrap_err().kind(),
+        ErrorKind::Budget,
+        "checked before planning, for info too"
+    );
     assert_eq!(
         kind_of(Request::new(&p).dataset("/x")),
         ErrorKind::Request,

@@ -13,7 +13,9 @@ mod budget;
 use crate::kernel::Shape;
 use crate::source::{ArrayMeta, Order};
 use budget::MIN_BALANCED_BLOCK;
-pub use budget::{results_fit, Split, ACC_BYTES, MAX_BLOCK_BYTES, MIN_BUDGET};
+pub use budget::{
+    floor_error as budget_floor, results_fit, Split, ACC_BYTES, MAX_BLOCK_BYTES, MIN_BUDGET,
+};
 
 /// Target bytes per leaf of the merge tree (rows × columns × itemsize), small enough for the
 /// second pass over a leaf to hit the cache, large enough that per-leaf work is amortised.
