@@ -1,5 +1,6 @@
 //! Where bytes come from: array metadata and the file formats that carry it.
 
+pub mod chunked;
 pub mod datasets;
 pub mod dtype;
 #[cfg(feature = "hdf5")]

@@ -57,6 +57,8 @@ pub struct Chunked {
     pub index: ChunkIndex,
     /// The filter pipeline, in write order.
     pub filters: Vec<Filter>,
+    /// The same pipeline as the stages colstats undoes itself.
+    pub codecs: Vec<Codec>,
     /// The fill value's bytes (one element, file byte order).
     pub fill: Vec<u8>,
 }
@@ -439,18 +441,9 @@ pub(super) fn fetch_chunk(
     })
 }
 
-/// Per-worker buffers for chunk decoding, reused across chunks.
-#[derive(Default)]
-pub struct ChunkScratch {
-    raw: Vec<u8>,
-    tmp: Vec<u8>,
-    out: Vec<u8>,
-    inflater: Option<libdeflater::Decompressor>,
-}
-
 /// Fills `out` with rows `r0..r1` (all columns, C order, file byte order) of a chunked
-/// dataset, fetching and decoding the chunks that hold them. Never-written chunks take the
-/// fill value; edge chunks are cropped.
+/// dataset: each chunk located through the address table (read with `pread`) or fetched
+/// through libhdf5, then decoded and copied by the format-neutral chunk reader.
 #[allow(clippy::too_many_arguments)]
 pub fn read_chunk_rows(
     path: &Path,
@@ -459,195 +452,60 @@ pub fn read_chunk_rows(
     ch: &Chunked,
     shape: &[u64],
     itemsize: usize,
-    (r0, r1): (u64, u64),
+    rows: (u64, u64),
     sc: &mut ChunkScratch,
     out: &mut [u8],
 ) -> Result<()> {
-    let nd = shape.len();
-    let c = &ch.chunk;
-    let row_elems: u64 = shape[1..].iter().product();
-    let chunk_elems: usize = c.iter().product::<u64>() as usize;
-    let expect = chunk_elems * itemsize;
-    debug_assert_eq!(out.len() as u64, (r1 - r0) * row_elems * itemsize as u64);
-    // C-order strides of the trailing dims in the output row, and of the chunk.
-    let mut dst_stride = vec![1u64; nd];
-    let mut src_stride = vec![1u64; nd];
-    for k in (0..nd.saturating_sub(1)).rev() {
-        dst_stride[k] = dst_stride[k + 1] * shape[k + 1];
-        src_stride[k] = src_stride[k + 1] * c[k + 1];
-    }
-    // Chunks that span every trailing dimension hold whole rows, laid out as in `out`.
-    let full_rows = (1..nd).all(|k| c[k] == shape[k]);
-    let b0 = r0 / c[0];
-    let b1 = r1.div_ceil(c[0]);
-    let others: u64 = ch.grid[1..].iter().product();
-    for band in b0..b1 {
-        for o in 0..others {
-            // Grid coordinates of this chunk (dims 1..) from `o`, C order.
-            let mut g = vec![0u64; nd];
-            g[0] = band;
-            let mut rem = o;
-            for k in (1..nd).rev() {
-                g[k] = rem % ch.grid[k];
-                rem /= ch.grid[k];
-            }
-            let idx = band * others + o;
-            let origin: Vec<u64> = g.iter().zip(c).map(|(a, b)| a * b).collect();
-            let corrupt = |m: String| {
-                Error::format(
-                    path,
-                    format!("dataset {name}: chunk at {origin:?} is corrupt: {m}"),
-                )
-            };
-            // The chunk's stored bytes land in `sc.raw`; `None`: never written.
-            let mask = match &ch.index {
-                ChunkIndex::Table(t) => {
-                    let loc = t[idx as usize];
-                    let unfiltered = (0..ch.filters.len()).all(|i| loc.mask & (1 << i) != 0);
-                    if loc.addr == u64::MAX {
-                        None
-                    } else if unfiltered && full_rows {
-                        // Plain chunks spanning whole rows: read the needed rows in place.
-                        if loc.size as usize != expect {
-                            return Err(corrupt(format!(
-                                "{} bytes stored, {expect} expected",
-                                loc.size
-                            )));
-                        }
-                        let first = r0.saturating_sub(origin[0]);
-                        let last = c[0].min(r1 - origin[0]);
-                        let row_bytes = (row_elems as usize) * itemsize;
-                        let dst = ((origin[0] + first - r0) as usize) * row_bytes;
-                        let len = ((last - first) as usize) * row_bytes;
-                        file.read_exact_at(
-                            &mut out[dst..dst + len],
-                            loc.addr + first * row_bytes as u64,
-                        )
-                        .map_err(|e| Error::io(path, e))?;
-                        continue;
-                    } else {
-                        if loc.size > max_stored(expect) {
-                            return Err(corrupt(format!(
-                                "{} bytes stored for {expect} bytes of data",
-                                loc.size
-                            )));
-                        }
-                        sc.raw.resize(loc.size as usize, 0);
-                        file.read_exact_at(&mut sc.raw, loc.addr)
-                            .map_err(|e| Error::io(path, e))?;
-                        Some(loc.mask)
-                    }
-                }
-                ChunkIndex::Library(ds) => fetch_chunk(path, ds, &origin, expect, &mut sc.raw)
-                    .map_err(|e| match e {
-                        FetchError::Corrupt(m) => corrupt(m),
-                        FetchError::Other(e) => e,
-                    })?,
-            };
-            let data: &[u8] = match mask {
-                None => {
-                    sc.out.clear();
-                    for _ in 0..chunk_elems {
-                        sc.out.extend_from_slice(&ch.fill);
-                    }
-                    &sc.out
-                }
-                Some(m) if (0..ch.filters.len()).all(|i| m & (1 << i) != 0) => {
-                    if sc.raw.len() != expect {
-                        return Err(corrupt(format!(
-                            "{} bytes stored, {expect} expected",
-                            sc.raw.len()
-                        )));
-                    }
-                    &sc.raw
-                }
-                Some(m) => {
-                    decode_chunk(
-                        &ch.filters,
-                        m,
-                        itemsize,
-                        &sc.raw,
-                        expect,
-                        &mut sc.tmp,
-                        &mut sc.out,
-                        &mut sc.inflater,
-                    )
-                    .map_err(corrupt)?;
-                    &sc.out
-                }
-            };
-            copy_chunk_part(
-                data,
-                out,
-                &origin,
-                (r0, r1),
-                (shape, c),
-                (&dst_stride, &src_stride),
-                itemsize,
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Copies the part of a decoded chunk (whose first element is at `origin`) that lies inside
-/// rows `r0..r1` and the dataset's extent into `out` (rows `r0..r1`, C order), in runs along
-/// the last dimension.
-fn copy_chunk_part(
-    data: &[u8],
-    out: &mut [u8],
-    origin: &[u64],
-    (r0, r1): (u64, u64),
-    (shape, c): (&[u64], &[u64]),
-    (dst_stride, src_stride): (&[u64], &[u64]),
-    itemsize: usize,
-) {
-    let nd = shape.len();
-    let row_elems: u64 = shape[1..].iter().product();
-    // Copy the chunk's part inside rows r0..r1 and the extent: runs along the last
-    // dimension.
-    let first = r0.saturating_sub(origin[0]);
-    let valid: Vec<u64> = (0..nd)
-        .map(|k| {
-            let lim = if k == 0 { r1 } else { shape[k] };
-            c[k].min(lim - origin[k])
-        })
-        .collect();
-    let run = if nd == 1 {
-        (valid[0] - first) as usize * itemsize
-    } else {
-        valid[nd - 1] as usize * itemsize
+    let grid = Grid {
+        shape,
+        chunk: &ch.chunk,
+        grid: &ch.grid,
+        itemsize,
+        codecs: &ch.codecs,
+        fill: &ch.fill,
     };
-    let mut idx_local = vec![0u64; nd];
-    idx_local[0] = first;
-    loop {
-        let src: u64 = (0..nd).map(|k| idx_local[k] * src_stride[k]).sum();
-        let row = origin[0] + idx_local[0] - r0;
-        let mut dst = row * row_elems;
-        for k in 1..nd {
-            dst += (origin[k] + idx_local[k]) * dst_stride[k];
-        }
-        let (s0, d0) = (src as usize * itemsize, dst as usize * itemsize);
-        out[d0..d0 + run].copy_from_slice(&data[s0..s0 + run]);
-        // Advance over all dims but the last.
-        let mut k = nd - 1;
-        loop {
-            if k == 0 {
-                break;
+    let expect = ch.chunk_bytes(itemsize);
+    let corrupt = |origin: &[u64], m: String| {
+        Error::format(
+            path,
+            format!("dataset {name}: chunk at {origin:?} is corrupt: {m}"),
+        )
+    };
+    let mut fetch = |idx: u64, origin: &[u64], raw: &mut Vec<u8>| -> Result<Fetched<'_>> {
+        match &ch.index {
+            ChunkIndex::Table(t) => {
+                let loc = t[idx as usize];
+                let unfiltered = (0..ch.codecs.len()).all(|i| loc.mask & (1 << i) != 0);
+                if loc.addr == u64::MAX {
+                    Ok(Fetched::Missing)
+                } else if unfiltered {
+                    if loc.size as usize != expect {
+                        return Err(corrupt(
+                            origin,
+                            format!("{} bytes stored, {expect} expected", loc.size),
+                        ));
+                    }
+                    Ok(Fetched::InFile(file, loc.addr))
+                } else {
+                    if loc.size > max_stored(expect) {
+                        return Err(corrupt(
+                            origin,
+                            format!("{} bytes stored for {expect} bytes of data", loc.size),
+                        ));
+                    }
+                    raw.resize(loc.size as usize, 0);
+                    file.read_exact_at(raw, loc.addr)
+                        .map_err(|e| Error::io(path, e))?;
+                    Ok(Fetched::Stored(loc.mask))
+                }
             }
-            k -= 1;
-            idx_local[k] += 1;
-            if idx_local[k] < valid[k] {
-                break;
-            }
-            idx_local[k] = if k == 0 { first } else { 0 };
-            if k == 0 {
-                k = usize::MAX;
-                break;
-            }
+            ChunkIndex::Library(ds) => match fetch_chunk(path, ds, origin, expect, raw) {
+                Ok(Some(mask)) => Ok(Fetched::Stored(mask)),
+                Ok(None) => Ok(Fetched::Missing),
+                Err(FetchError::Corrupt(m)) => Err(corrupt(origin, m)),
+                Err(FetchError::Other(e)) => Err(e),
+            },
         }
-        if k == usize::MAX || nd == 1 {
-            break;
-        }
-    }
+    };
+    crate::source::chunked::read_rows(&grid, rows, sc, out, &mut fetch, &corrupt)
 }

@@ -30,15 +30,13 @@ use super::Storage;
 use crate::error::{Error, Result};
 
 mod chunks;
-mod codec;
 mod links;
 mod meta;
 
+pub use super::chunked::{decode_chunk, fletcher32, ChunkScratch};
+use super::chunked::{Codec, Fetched, Grid};
 use chunks::*;
-pub use chunks::{
-    read_chunk_rows, read_rows, table_max, ChunkIndex, ChunkLoc, ChunkScratch, Chunked,
-};
-pub use codec::{decode_chunk, fletcher32};
+pub use chunks::{read_chunk_rows, read_rows, table_max, ChunkIndex, ChunkLoc, Chunked};
 use links::*;
 use meta::*;
 
@@ -441,6 +439,15 @@ pub fn open(path: &Path, file: &File, name: Option<&str>) -> Result<Opened> {
                     chunk,
                     index,
                     filters: raw.filters.clone(),
+                    codecs: raw
+                        .filters
+                        .iter()
+                        .map(|f| match f.id {
+                            FILTER_DEFLATE => Codec::Deflate,
+                            FILTER_SHUFFLE => Codec::Shuffle,
+                            _ => Codec::Fletcher32,
+                        })
+                        .collect(),
                     fill: raw.fill.clone(),
                 })
             } else {

@@ -1,6 +1,17 @@
-//! Undoing HDF5's deflate, shuffle and fletcher32 filters on a stored chunk.
+//! Undoing the deflate, shuffle and Fletcher-32 stages of a stored chunk: HDF5's filters,
+//! and what other chunked formats (Zarr's zlib and shuffle) would need. Format-neutral:
+//! a format maps its own filter ids to [`Codec`]s.
 
-use super::*;
+/// One stage of a chunk's write pipeline that colstats undoes itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// zlib-wrapped deflate (gzip in h5py's terms).
+    Deflate,
+    /// Byte shuffle: every element's first byte, then every second byte, ...
+    Shuffle,
+    /// A Fletcher-32 checksum appended to the chunk (HDF5's variant).
+    Fletcher32,
+}
 
 /// HDF5's Fletcher-32 over `data` (H5_checksum_fletcher32).
 pub fn fletcher32(data: &[u8]) -> u32 {
@@ -33,7 +44,7 @@ pub fn fletcher32(data: &[u8]) -> u32 {
 /// Byte un-shuffle for `S`-byte elements: `src` holds every element's byte 0, then every
 /// byte 1, ...; writes whole elements in order (sequential stores, `S` sequential streams).
 #[inline(never)]
-pub(super) fn unshuffle<const S: usize>(src: &[u8], dst: &mut [u8], n: usize) {
+fn unshuffle<const S: usize>(src: &[u8], dst: &mut [u8], n: usize) {
     let streams: [&[u8]; S] = std::array::from_fn(|b| &src[b * n..(b + 1) * n]);
     for (j, el) in dst[..n * S].chunks_exact_mut(S).enumerate() {
         for b in 0..S {
@@ -42,27 +53,28 @@ pub(super) fn unshuffle<const S: usize>(src: &[u8], dst: &mut [u8], n: usize) {
     }
 }
 
-/// Undoes the filter pipeline on one stored chunk; `out` receives `expect` bytes.
+/// Undoes the pipeline `codecs` (in write order) on one stored chunk; `out` receives
+/// `expect` bytes. Bit i of `mask` set: stage i was skipped when this chunk was written.
 /// `inflater` keeps the inflate state between chunks.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_chunk(
-    filters: &[Filter],
+    codecs: &[Codec],
     mask: u32,
     itemsize: usize,
     raw: &[u8],
     expect: usize,
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
-    inflater: &mut Option<libdeflater::Decompressor>,
+    inflater: &mut Inflater,
 ) -> std::result::Result<(), String> {
     out.clear();
     out.extend_from_slice(raw);
-    for (i, f) in filters.iter().enumerate().rev() {
+    for (i, c) in codecs.iter().enumerate().rev() {
         if mask & (1 << i) != 0 {
             continue;
         }
-        match f.id {
-            FILTER_FLETCHER32 => {
+        match c {
+            Codec::Fletcher32 => {
                 if out.len() < 4 {
                     return Err("fletcher32: chunk shorter than its checksum".into());
                 }
@@ -77,19 +89,16 @@ pub fn decode_chunk(
                 }
                 out.truncate(n);
             }
-            FILTER_DEFLATE => {
+            Codec::Deflate => {
                 scratch.clear();
                 scratch.resize(expect, 0);
-                let d = inflater.get_or_insert_with(libdeflater::Decompressor::new);
-                let n = d
-                    .zlib_decompress(out, scratch)
-                    .map_err(|e| format!("deflate: {e}"))?;
+                let n = inflate(inflater, out, scratch)?;
                 if n != expect {
                     return Err(format!("deflate: {n} bytes decoded, {expect} expected"));
                 }
                 std::mem::swap(out, scratch);
             }
-            FILTER_SHUFFLE => {
+            Codec::Shuffle => {
                 let s = itemsize.max(1);
                 if s > 1 {
                     let n = out.len() / s;
@@ -112,7 +121,6 @@ pub fn decode_chunk(
                     std::mem::swap(out, scratch);
                 }
             }
-            other => return Err(format!("filter {other} cannot be decoded here")),
         }
     }
     if out.len() != expect {
@@ -122,4 +130,25 @@ pub fn decode_chunk(
         ));
     }
     Ok(())
+}
+
+/// The inflate state kept between chunks (libdeflate's decompressor, with the `deflate`
+/// feature).
+#[cfg(feature = "deflate")]
+pub type Inflater = Option<libdeflater::Decompressor>;
+/// Without the `deflate` feature there is nothing to keep.
+#[cfg(not(feature = "deflate"))]
+pub type Inflater = ();
+
+#[cfg(feature = "deflate")]
+fn inflate(state: &mut Inflater, src: &[u8], dst: &mut [u8]) -> std::result::Result<usize, String> {
+    state
+        .get_or_insert_with(libdeflater::Decompressor::new)
+        .zlib_decompress(src, dst)
+        .map_err(|e| format!("deflate: {e}"))
+}
+
+#[cfg(not(feature = "deflate"))]
+fn inflate(_: &mut Inflater, _: &[u8], _: &mut [u8]) -> std::result::Result<usize, String> {
+    Err("deflate: this colstats was built without deflate support".into())
 }
