@@ -45,7 +45,7 @@ def cases():
         yield args
 
 
-def run(binary, args, tmp):
+def run(binary, args):
     out = subprocess.run([binary, *args], capture_output=True, timeout=120,
                          env={**os.environ, "NO_COLOR": "1"})
     return out.returncode, out.stdout, out.stderr
@@ -62,8 +62,8 @@ def main():
         for base in cases():
             for opts in OPTION_SETS:
                 args = [opts[0], *base, *opts[1:]]
-                o = run(a.old, args, tmp)
-                w = run(a.new, args, tmp)
+                o = run(a.old, args)
+                w = run(a.new, args)
                 n += 1
                 if o != w:
                     diffs.append((args, o, w))

@@ -105,12 +105,7 @@ impl Error {
 
     /// What is wrong, without the file name, in the library's words.
     pub fn message(&self) -> String {
-        let m = render(&self.msg, false);
-        match &self.source {
-            Some(e) if m.is_empty() => e.to_string(),
-            Some(e) => format!("{m}: {e}"),
-            None => m,
-        }
+        self.body(false)
     }
 
     /// The one-line message as the command-line tool shows it: `FILE: message`, with
@@ -119,13 +114,18 @@ impl Error {
         self.render(true)
     }
 
-    fn render(&self, cli: bool) -> String {
+    /// The message and the underlying error, without the file name.
+    fn body(&self, cli: bool) -> String {
         let m = render(&self.msg, cli);
-        let m = match &self.source {
+        match &self.source {
             Some(e) if m.is_empty() => e.to_string(),
             Some(e) => format!("{m}: {e}"),
             None => m,
-        };
+        }
+    }
+
+    fn render(&self, cli: bool) -> String {
+        let m = self.body(cli);
         match &self.path {
             Some(p) => format!("{}: {m}", p.display()),
             None => m,

@@ -222,23 +222,22 @@ impl Tree {
     }
 
     /// Folds the remaining nodes from the right; `None` when nothing was pushed.
-    pub fn finish(mut self) -> Option<Vec<Acc>> {
-        let mut acc = self.stack.pop()?.2;
-        while let Some((_, _, mut left)) = self.stack.pop() {
-            merge_into(&mut left, &acc);
-            acc = left;
-        }
-        Some(acc)
+    pub fn finish(self) -> Option<Vec<Acc>> {
+        fold(self.stack.into_iter().map(|(_, _, accs)| accs))
     }
 }
 
 /// Folds nodes from the right, as [`Tree::finish`] does with the nodes it holds.
-pub fn fold_right<'a>(mut nodes: impl DoubleEndedIterator<Item = &'a [Acc]>) -> Option<Vec<Acc>> {
-    let mut acc = nodes.next_back()?.to_vec();
-    for left in nodes.rev() {
-        let mut l = left.to_vec();
-        merge_into(&mut l, &acc);
-        acc = l;
+pub fn fold_nodes(nodes: Vec<Node>) -> Option<Vec<Acc>> {
+    fold(nodes.into_iter().map(|n| n.accs))
+}
+
+/// Folds a tree's stack from the right: the last node into the one before it, and so on.
+fn fold(mut stack: impl DoubleEndedIterator<Item = Vec<Acc>>) -> Option<Vec<Acc>> {
+    let mut acc = stack.next_back()?;
+    while let Some(mut left) = stack.next_back() {
+        merge_into(&mut left, &acc);
+        acc = left;
     }
     Some(acc)
 }

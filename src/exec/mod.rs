@@ -21,7 +21,7 @@ use memmap2::{Advice, Mmap, MmapOptions};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{self, Need};
-use crate::moments::{fold_right, Acc, Node, Tree};
+use crate::moments::{fold_nodes, Acc, Node, Tree};
 use crate::plan::{Block, GroupKind, Plan};
 use crate::source::{ArrayMeta, Storage};
 
@@ -203,12 +203,9 @@ fn drain(st: &mut State, job: &Job<'_>, plan: &Plan) {
         }
         st.next_merge += 1;
         if st.next_merge == g.first_block + g.blocks {
-            let tree = st.trees.remove(&b.group).expect("tree exists");
+            let nodes = st.trees.remove(&b.group).expect("tree exists").into_nodes();
             if job.keep_nodes {
                 // Every group's rows are cut alike, so its nodes line up with the others'.
-                let nodes = tree.into_nodes();
-                let accs = fold_right(nodes.iter().map(|n| n.accs.as_slice()))
-                    .expect("a group has blocks");
                 for (i, n) in nodes.iter().enumerate() {
                     if st.nodes.len() <= i {
                         st.nodes.push(Node {
@@ -220,11 +217,9 @@ fn drain(st: &mut State, job: &Job<'_>, plan: &Plan) {
                     debug_assert_eq!(st.nodes[i].first_leaf, n.first_leaf);
                     scatter(&mut st.nodes[i].accs, job, &g.kind, &n.accs);
                 }
-                scatter(&mut st.results, job, &g.kind, &accs);
-            } else {
-                let accs = tree.finish().expect("a group has blocks");
-                scatter(&mut st.results, job, &g.kind, &accs);
             }
+            let accs = fold_nodes(nodes).expect("a group has blocks");
+            scatter(&mut st.results, job, &g.kind, &accs);
         }
     }
 }

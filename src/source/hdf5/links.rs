@@ -293,12 +293,6 @@ pub(super) fn check_virtual_sources(
     dir: &Path,
 ) -> Result<()> {
     let sources = virtual_sources(path, ds)?;
-    let open_h5 = |p: &Path| {
-        hdf5::File::with_options()
-            .with_fapl(|p| p.file_locking(false))
-            .open(p)
-            .ok()
-    };
     let mut checked = std::collections::HashSet::new();
     for (f, d) in sources {
         // printf-style patterns (unlimited mappings) name many files: not checked here.
@@ -335,7 +329,7 @@ pub(super) fn check_virtual_sources(
             cands
                 .iter()
                 .filter(|c| c.is_file())
-                .find_map(|c| open_h5(c))
+                .find_map(|c| open_file(c).ok())
                 .is_some_and(|file| has(&file))
         };
         if !ok {
