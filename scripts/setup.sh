@@ -4,7 +4,7 @@
 #
 # Other systems: a Rust toolchain (1.85+), a C compiler, pkg-config and the HDF5 C library
 # with headers (Fedora: hdf5-devel; macOS: brew install hdf5; conda: hdf5). Without HDF5,
-# build with `--no-default-features` (.npy only).
+# build with `--no-default-features --features cli` (.npy only).
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
