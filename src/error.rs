@@ -25,6 +25,13 @@ pub enum ErrorKind {
     Threads,
     /// The run was cancelled by the caller.
     Cancelled,
+    /// Inputs that cannot be read as one array (dtype or trailing shape differ), or saved
+    /// states that cannot be merged (different arrays, columns or policy, overlapping rows).
+    Mismatch,
+    /// A saved state file is truncated, corrupt, or of a newer format version.
+    State,
+    /// Saved states leave rows uncovered (a gap between them).
+    Gap,
 }
 
 /// Everything that can go wrong while inspecting or reducing an array: its kind, the file

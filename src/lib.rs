@@ -67,6 +67,7 @@ pub use partial::Partial;
 pub use plan::MIN_BUDGET;
 pub use request::{CancelToken, Info, PlanSummary, Request};
 pub use select::{ColumnSpec, RowSpec};
+pub use source::inputs::read_list;
 pub use source::{
     shape_str, ArrayMeta, ByteOrder, DType, DatasetInfo, Filter, Format, Kind, Layout, Order,
 };

@@ -76,8 +76,17 @@ fn parse_stats(s: &str) -> Result<StatList, String> {
 
 #[derive(clap::Args)]
 struct StatsArgs {
-    /// A .npy or HDF5 file.
-    file: PathBuf,
+    /// .npy or HDF5 files, read as one array (rows concatenated in this order). A quoted
+    /// glob ('shards/*.npy') is expanded, sorted by name.
+    #[arg(required_unless_present = "files_from")]
+    files: Vec<PathBuf>,
+    /// Read input paths from LIST, one a line (`-`: standard input), after any FILEs.
+    #[arg(long, value_name = "LIST")]
+    files_from: Option<PathBuf>,
+    /// Also report each input's own statistics (JSON: a `files` array; CSV: a leading
+    /// `file` column; table: a section per file), from the same read.
+    #[arg(long)]
+    per_file: bool,
     /// HDF5 dataset path, e.g. /group/name.
     #[arg(long)]
     dataset: Option<String>,
@@ -212,7 +221,9 @@ fn stats(a: StatsArgs) -> Result<(), String> {
         )
         .exit();
     }
-    let mut req = Request::new(&a.file)
+    let files = input_list(&a.files, a.files_from.as_deref())?;
+    let mut req = Request::inputs(&files)
+        .per_input(a.per_file)
         .ddof(a.ddof)
         .memory(a.memory)
         .nan(match a.nan {
@@ -274,6 +285,34 @@ fn stats(a: StatsArgs) -> Result<(), String> {
             }
         }
     }
+}
+
+/// The inputs: each FILE (a pattern with `*`, `?` or `[` that names no file is expanded,
+/// sorted), then the lines of `--files-from`.
+fn input_list(files: &[PathBuf], from: Option<&std::path::Path>) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = f.to_string_lossy();
+        if !f.exists() && text.contains(['*', '?', '[']) {
+            let paths = glob::glob(&text).map_err(|e| format!("{text}: bad pattern: {e}"))?;
+            let mut found: Vec<PathBuf> = paths.filter_map(|p| p.ok()).collect();
+            if found.is_empty() {
+                return Err(format!("{text}: no file matches the pattern"));
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(f.clone());
+        }
+    }
+    if let Some(list) = from {
+        let more = colstats::read_list(list).map_err(|e| e.cli_message())?;
+        if more.is_empty() && out.is_empty() {
+            return Err(format!("{}: the list names no file", list.display()));
+        }
+        out.extend(more);
+    }
+    Ok(out)
 }
 
 fn human(bytes: u64) -> String {

@@ -23,10 +23,20 @@ pub struct Partial {
     pub(crate) columns: Vec<u64>,
     /// Each column's shift, as bits (f64 bits for floats, the integer for integer dtypes).
     pub(crate) shift: Vec<u64>,
-    pub(crate) leaf_rows: u64,
     /// The row ranges covered, sorted and disjoint.
     pub(crate) rows: Vec<Range<u64>>,
-    /// Nodes of the canonical tree, in row order; `accs` per selected column.
+    /// The nodes held, per domain (see [`crate::source::inputs`]), in row order.
+    pub(crate) domains: Vec<DomainNodes>,
+}
+
+/// The nodes a partial holds of one domain's canonical tree.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DomainNodes {
+    /// The domain's global rows (its tree's leaves are counted from the first).
+    pub(crate) rows: Range<u64>,
+    /// Rows per leaf of its tree.
+    pub(crate) leaf_rows: u64,
+    /// Nodes, in leaf order; `accs` per selected column.
     pub(crate) nodes: Vec<Node>,
 }
 
@@ -58,8 +68,8 @@ impl Partial {
         if self.columns != other.columns {
             return differ("columns");
         }
-        if self.leaf_rows != other.leaf_rows || self.shift != other.shift {
-            return differ("leaf sizes or reference rows");
+        if self.shift != other.shift {
+            return differ("reference rows");
         }
         let mut rows: Vec<Range<u64>> = self.rows.iter().chain(&other.rows).cloned().collect();
         rows.sort_by_key(|r| r.start);
@@ -70,10 +80,24 @@ impl Partial {
                 "cannot merge partial results whose rows overlap",
             ));
         }
-        let mut nodes: Vec<Node> = self.nodes.iter().chain(&other.nodes).cloned().collect();
-        nodes.sort_by_key(|n| n.first_leaf);
+        let mut domains = self.domains.clone();
+        for d in &other.domains {
+            let overlaps = |x: &DomainNodes| x.rows.start < d.rows.end && d.rows.start < x.rows.end;
+            if domains.iter().any(|x| overlaps(x) && x.rows != d.rows) {
+                return differ("input layouts");
+            }
+            match domains.iter_mut().find(|x| x.rows == d.rows) {
+                Some(x) if x.leaf_rows == d.leaf_rows => {
+                    x.nodes.extend(d.nodes.iter().cloned());
+                    x.nodes.sort_by_key(|n| n.first_leaf);
+                }
+                Some(_) => return differ("leaf sizes"),
+                None => domains.push(d.clone()),
+            }
+        }
+        domains.sort_by_key(|d| d.rows.start);
         self.rows = rows;
-        self.nodes = nodes;
+        self.domains = domains;
         Ok(())
     }
 
@@ -84,15 +108,27 @@ impl Partial {
 
     /// The accumulators of the selected columns: the nodes pushed in row order into one
     /// canonical tree, then folded.
+    /// Each domain's nodes are pushed in leaf order into its tree and folded; the domains'
+    /// results are folded left to right, as a run over all the rows does.
     pub(crate) fn fold(&self) -> Vec<Acc> {
-        let mut tree = Tree::new();
-        for n in &self.nodes {
-            match n.level {
-                Some(l) => tree.push_at(n.first_leaf, l, n.accs.clone()),
-                None => tree.push_tail(n.first_leaf, n.accs.clone()),
+        let mut out: Option<Vec<Acc>> = None;
+        for d in &self.domains {
+            let mut tree = Tree::new();
+            for n in &d.nodes {
+                match n.level {
+                    Some(l) => tree.push_at(n.first_leaf, l, n.accs.clone()),
+                    None => tree.push_tail(n.first_leaf, n.accs.clone()),
+                }
             }
+            let Some(accs) = tree.finish() else { continue };
+            out = Some(match out {
+                None => accs,
+                Some(mut a) => {
+                    crate::moments::merge_into(&mut a, &accs);
+                    a
+                }
+            });
         }
-        tree.finish()
-            .unwrap_or_else(|| vec![Acc::EMPTY; self.columns.len()])
+        out.unwrap_or_else(|| vec![Acc::EMPTY; self.columns.len()])
     }
 }

@@ -91,6 +91,8 @@ impl CancelToken {
 #[derive(Clone, Debug)]
 pub struct Request {
     path: PathBuf,
+    paths: Vec<PathBuf>,
+    per_input: bool,
     dataset: Option<String>,
     stats: Vec<Stat>,
     memory: u64,
@@ -109,6 +111,8 @@ impl Request {
     pub fn new(path: impl AsRef<Path>) -> Request {
         Request {
             path: path.as_ref().to_path_buf(),
+            paths: vec![path.as_ref().to_path_buf()],
+            per_input: false,
             dataset: None,
             stats: Stat::ALL.to_vec(),
             memory: DEFAULT_MEMORY,
@@ -121,6 +125,31 @@ impl Request {
             block_limit: u64::MAX,
             io: exec::IoMode::Auto,
         }
+    }
+
+    /// Several inputs read as one array, their rows concatenated in this order (as
+    /// `numpy.concatenate(axis=0)`): the same dtype (byte order may differ) and the same
+    /// shape after the first axis. The dataset, rows and columns apply to the concatenation.
+    ///
+    /// Consecutive inputs stored contiguously in C order (`.npy`, contiguous HDF5) share one
+    /// merge tree over their rows, so the result is bit-identical to one file holding the
+    /// same rows; other inputs (HDF5 chunks) keep their own tree, and trees are folded in
+    /// input order.
+    pub fn inputs<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Request {
+        let paths: Vec<PathBuf> = paths
+            .into_iter()
+            .map(|p| p.as_ref().to_path_buf())
+            .collect();
+        let mut r = Request::new(paths.first().cloned().unwrap_or_default());
+        r.paths = paths;
+        r
+    }
+
+    /// Also report each input's own statistics ([`Summary::per_input`]), from the same
+    /// read. An input's results are those of the run restricted to its rows.
+    pub fn per_input(mut self, yes: bool) -> Request {
+        self.per_input = yes;
+        self
     }
 
     /// How contiguous data is reached: per-block memory maps (the default on local disks),
@@ -312,8 +341,8 @@ impl Request {
     /// The summary of a (merged) partial, with this request's statistics, NaN policy and
     /// ddof; its columns in the order this request's column selection gives.
     pub fn summarise_partial(&self, partial: &Partial) -> Result<Summary> {
-        let src = source::open(&self.path, self.dataset.as_deref())?;
-        let meta = &src.meta;
+        let inputs = source::Inputs::open(&self.paths, self.dataset.as_deref())?;
+        let meta = &inputs.meta;
         if meta.dtype != partial.dtype || meta.shape != partial.shape {
             return Err(Error::request(
                 &self.path,
@@ -338,7 +367,8 @@ impl Request {
             })
             .collect::<Result<_>>()?;
         let mut summary = self.summarise(meta, partial.row_count(), order, &picked);
-        summary.dataset = src.dataset.clone();
+        summary.dataset = inputs.sources[0].dataset.clone();
+        summary.inputs = self.paths.clone();
         Ok(summary)
     }
 
@@ -356,9 +386,12 @@ impl Request {
         progress: &(dyn Fn(u64, u64) + Sync),
         keep_nodes: bool,
     ) -> Result<(Summary, Option<Partial>)> {
-        let src = source::open(&self.path, self.dataset.as_deref())?;
-        let meta = &src.meta;
+        if self.paths.is_empty() {
+            return Err(Error::new(ErrorKind::Request, None, "no input files"));
+        }
         let threads = self.thread_count()?;
+        let inputs = source::Inputs::open(&self.paths, self.dataset.as_deref())?;
+        let meta = &inputs.meta;
         let count = self
             .columns
             .as_ref()
@@ -372,61 +405,154 @@ impl Request {
             .rows
             .unwrap_or(RowSpec::new(None, None))
             .resolve(meta.rows);
-        let plan = plan::plan(
-            meta,
-            &sel,
-            rows.clone(),
-            self.memory,
-            threads,
-            self.block_limit,
-        )
-        .map_err(|e| budget_error(&self.path, e))?;
-        let need = stats::needs(&self.stats);
-        let total: u64 = plan
-            .blocks
+        // Every domain is planned before any data is read.
+        let mut plans = Vec::with_capacity(inputs.domains.len());
+        for d in &inputs.domains {
+            let (a, b) = (rows.start.max(d.rows.start), rows.end.min(d.rows.end));
+            let local = if a < b {
+                a - d.rows.start..b - d.rows.start
+            } else {
+                0..0
+            };
+            let segs: Vec<plan::Seg> = d
+                .inputs
+                .clone()
+                .map(|i| plan::Seg {
+                    start: inputs.starts[i] - d.rows.start,
+                    rows: inputs.sources[i].meta.rows,
+                    data_offset: inputs.sources[i].meta.data_offset,
+                })
+                .collect();
+            let parts = plan::Parts {
+                segs: &segs,
+                per_input: self.per_input,
+            };
+            let path = &inputs.sources[d.inputs.start].meta.path;
+            let p = plan::plan_parts(
+                &d.meta,
+                &parts,
+                &sel,
+                local,
+                self.memory,
+                threads,
+                self.block_limit,
+            )
+            .map_err(|e| budget_error(path, e))?;
+            plans.push(p);
+        }
+        let itemsize = meta.dtype.size as u64;
+        let total: u64 = plans
             .iter()
-            .map(|b| exec::block_bytes(b, meta.dtype.size as u64))
+            .flat_map(|p| &p.blocks)
+            .filter(|b| b.role != plan::Role::Part)
+            .map(|b| exec::block_bytes(b, itemsize))
             .sum();
-        let first_row_bytes = if meta.mapped || plan.blocks.is_empty() {
-            None
-        } else {
-            Some(first_row(&src, 0)?)
-        };
-        let job = exec::Job {
-            meta,
-            file: &src.file,
-            sel: &sel,
-            // Shifts come from row 0 whatever rows are selected (see exec::Job::first_row).
-            first_row: 0,
-            need,
-            threads: plan.threads,
-            storage: &src.storage,
-            dataset: src.dataset.as_deref(),
-            first_row_bytes,
-            read: self.io.resolve(&src.file),
-            cancel: self.cancel.as_ref().map(|c| &*c.0),
-            keep_nodes,
-        };
-        let (accs, nodes) = exec::run(&job, &plan, &|done| progress(done, total))?;
+        let (shift, shift_bits) = row0_shift(&inputs, &sel)?;
+        let need = stats::needs(&self.stats);
+        let mut accs: Option<Vec<Acc>> = None;
+        let mut per_input = vec![Vec::new(); inputs.sources.len()];
+        let mut domains = Vec::new();
+        let mut done = 0u64;
+        for (d, plan) in inputs.domains.iter().zip(&plans) {
+            let first = &inputs.sources[d.inputs.start];
+            let ins: Vec<exec::Input> = d
+                .inputs
+                .clone()
+                .map(|i| exec::Input {
+                    meta: &inputs.sources[i].meta,
+                    file: &inputs.sources[i].file,
+                    start: inputs.starts[i] - d.rows.start,
+                })
+                .collect();
+            let job = exec::Job {
+                meta: &d.meta,
+                inputs: &ins,
+                sel: &sel,
+                shift: &shift,
+                need,
+                threads: plan.threads,
+                storage: &first.storage,
+                dataset: first.dataset.as_deref(),
+                read: self.io.resolve(&first.file),
+                cancel: self.cancel.as_ref().map(|c| &*c.0),
+                keep_nodes,
+                per_input: self.per_input,
+            };
+            let base = done;
+            let out = exec::run(&job, plan, &|n| progress(base + n, total))?;
+            done += plan
+                .blocks
+                .iter()
+                .filter(|b| b.role != plan::Role::Part)
+                .map(|b| exec::block_bytes(b, itemsize))
+                .sum::<u64>();
+            if self.per_input {
+                if d.inputs.len() == 1 {
+                    per_input[d.inputs.start] = out.accs.clone();
+                } else {
+                    for (k, a) in out.per_input.into_iter().enumerate() {
+                        per_input[d.inputs.start + k] = a;
+                    }
+                }
+            }
+            // A domain without selected rows adds nothing (merging an empty one could
+            // still renormalise a sum's two parts).
+            if !plan.blocks.is_empty() {
+                accs = Some(match accs {
+                    None => out.accs,
+                    Some(mut a) => {
+                        moments::merge_into(&mut a, &out.accs);
+                        a
+                    }
+                });
+                domains.push(partial::DomainNodes {
+                    rows: d.rows.clone(),
+                    leaf_rows: plan.leaf_rows,
+                    nodes: out.nodes,
+                });
+            }
+        }
+        let accs = accs.unwrap_or_else(|| vec![Acc::EMPTY; sel.len()]);
         let partial = keep_nodes.then(|| Partial {
             dtype: meta.dtype,
             shape: meta.shape.clone(),
             columns: sel.clone(),
-            shift: shift_bits(&src, &sel),
-            leaf_rows: plan.leaf_rows,
+            shift: shift_bits.clone(),
             rows: if rows.is_empty() {
                 Vec::new()
             } else {
                 vec![rows.clone()]
             },
-            nodes,
+            domains,
         });
-        let picked: Vec<Acc> = order
-            .iter()
-            .map(|c| accs[sel.binary_search(c).expect("selected")])
-            .collect();
-        let mut summary = self.summarise(meta, rows.end - rows.start, order, &picked);
-        summary.dataset = src.dataset.clone();
+        let pick = |accs: &[Acc]| -> Vec<Acc> {
+            order
+                .iter()
+                .map(|c| accs[sel.binary_search(c).expect("selected")])
+                .collect()
+        };
+        let mut summary = self.summarise(meta, rows.end - rows.start, order.clone(), &pick(&accs));
+        summary.dataset = inputs.sources[0].dataset.clone();
+        summary.inputs = self.paths.clone();
+        if self.per_input {
+            for (i, src) in inputs.sources.iter().enumerate() {
+                let (a, b) = (
+                    rows.start.max(inputs.starts[i]),
+                    rows.end.min(inputs.starts[i + 1]),
+                );
+                let n = b.saturating_sub(a);
+                let accs = if per_input[i].is_empty() {
+                    vec![Acc::EMPTY; sel.len()]
+                } else {
+                    per_input[i].clone()
+                };
+                let mut s = self.summarise(&src.meta, n, order.clone(), &pick(&accs));
+                s.path = src.meta.path.clone();
+                s.inputs = vec![s.path.clone()];
+                s.dataset = src.dataset.clone();
+                summary.per_input.push(s);
+            }
+        }
         Ok((summary, partial))
     }
 
@@ -477,38 +603,47 @@ impl Request {
             nan: self.nan,
             stats: self.stats.clone(),
             values,
+            inputs: vec![self.path.clone()],
+            per_input: Vec::new(),
         }
     }
 }
 
-/// Each selected column's shift (its value in row 0, as the kernel decodes it), as bits: what
-/// a partial's means are relative to.
-fn shift_bits(src: &source::Source, sel: &[u64]) -> Vec<u64> {
+/// The shift of every column: its value in row 0 of the concatenated array, as the kernel
+/// decodes it (unselected columns of Fortran-order input stay 0), and the selected columns'
+/// shifts as bits (f64 bits for floats, the integer for integer dtypes), what a partial's
+/// means are relative to.
+fn row0_shift(inputs: &source::Inputs, sel: &[u64]) -> Result<(kernel::Shift, Vec<u64>)> {
     use std::os::unix::fs::FileExt;
-    let m = &src.meta;
-    let s = m.dtype.size;
-    if m.rows == 0 {
-        return vec![0; sel.len()];
+    let m0 = &inputs.meta;
+    let s = m0.dtype.size;
+    let mut row = vec![0u8; m0.columns as usize * s];
+    let mut dtype = m0.dtype;
+    if let Some(src) = inputs.sources.iter().find(|x| x.meta.rows > 0) {
+        let m = &src.meta;
+        dtype = m.dtype;
+        if !m.mapped {
+            row = first_row(src, 0)?;
+        } else {
+            let io = |e| Error::io(&m.path, e);
+            match m.order {
+                source::Order::C => src
+                    .file
+                    .read_exact_at(&mut row, m.data_offset)
+                    .map_err(io)?,
+                source::Order::F => {
+                    for &c in sel {
+                        let at = m.data_offset + m.run_of_column(c) * m.rows * s as u64;
+                        let i = c as usize * s;
+                        src.file.read_exact_at(&mut row[i..i + s], at).map_err(io)?;
+                    }
+                }
+            }
+        }
     }
-    let row: Option<Vec<u8>> = if !m.mapped {
-        first_row(src, 0).ok()
-    } else {
-        let mut buf = vec![0u8; m.columns as usize * s];
-        let ok = match m.order {
-            source::Order::C => src.file.read_exact_at(&mut buf, m.data_offset).is_ok(),
-            source::Order::F => sel.iter().all(|&c| {
-                let at = m.data_offset + m.run_of_column(c) * m.rows * s as u64;
-                let i = c as usize * s;
-                src.file.read_exact_at(&mut buf[i..i + s], at).is_ok()
-            }),
-        };
-        ok.then_some(buf)
-    };
-    let Some(row) = row else {
-        return vec![u64::MAX; sel.len()];
-    };
-    let shift = kernel::decode_shift(&row, m.dtype, m.columns as usize, s);
-    sel.iter()
+    let shift = kernel::decode_shift(&row, dtype, m0.columns as usize, s);
+    let bits = sel
+        .iter()
         .map(|&c| {
             let c = c as usize;
             match shift.float.get(c) {
@@ -516,7 +651,8 @@ fn shift_bits(src: &source::Source, sel: &[u64]) -> Vec<u64> {
                 None => shift.int.get(c).map_or(0, |&v| v as u64),
             }
         })
-        .collect()
+        .collect();
+    Ok((shift, bits))
 }
 
 /// The raw bytes of row `row` (all columns) of a buffered (HDF5) input.

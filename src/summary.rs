@@ -62,6 +62,10 @@ pub struct Summary {
     pub stats: Vec<Stat>,
     /// Each requested statistic's values, in the order of `stats`.
     pub(crate) values: Vec<(Stat, Values)>,
+    /// Every input, in row order (one entry, `path`, for a single input).
+    pub inputs: Vec<PathBuf>,
+    /// Each input's own summary, when asked for ([`crate::Request::per_input`]).
+    pub per_input: Vec<Summary>,
 }
 
 impl Summary {

@@ -59,7 +59,7 @@ pub(super) fn prefetch(job: &Job<'_>, block: &Block) {
         return;
     }
     use std::os::fd::AsRawFd;
-    let fd = job.file.as_raw_fd();
+    let fd = job.inputs[block.seg].file.as_raw_fd();
     let mut byte = 0u8;
     let iov = libc::iovec {
         iov_base: (&mut byte as *mut u8).cast(),
@@ -80,35 +80,88 @@ pub(super) fn prefetch(job: &Job<'_>, block: &Block) {
     }
 }
 
-pub(super) fn map_block(job: &Job<'_>, block: &Block) -> Result<(Mmap, usize)> {
-    let path = &job.meta.path;
-    let len_now = job.file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if block.offset + block.span > len_now {
+pub(super) fn map_block(input: &Input<'_>, block: &Block) -> Result<(Mmap, usize)> {
+    map_span(input, block.offset, block.span, block.dense)
+}
+
+/// Maps `span` bytes at `offset` of an input's file (page-aligned around them): the map and
+/// where the first byte lies in it.
+fn map_span(input: &Input<'_>, offset: u64, span: u64, populate: bool) -> Result<(Mmap, usize)> {
+    let path = &input.meta.path;
+    let len_now = input.file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if offset + span > len_now {
         return Err(Error::size(
             path,
             format!("the file shrank to {len_now} bytes while being read"),
         ));
     }
-    let aligned = block.offset / PAGE * PAGE;
-    let delta = (block.offset - aligned) as usize;
+    let aligned = offset / PAGE * PAGE;
+    let delta = (offset - aligned) as usize;
     let mut opts = MmapOptions::new();
-    opts.offset(aligned).len(block.span as usize + delta);
-    if block.dense {
+    opts.offset(aligned).len(span as usize + delta);
+    if populate {
         opts.populate();
     }
     // SAFETY: the map is read-only and private to this call; the file is not written by
     // colstats. Another process truncating it would raise SIGBUS (see the module docs).
-    let map = unsafe { opts.map(job.file) }.map_err(|e| Error::io(path, e))?;
+    let map = unsafe { opts.map(input.file) }.map_err(|e| Error::io(path, e))?;
     let _ = map.advise(Advice::Sequential);
     Ok((map, delta))
 }
 
-pub(super) fn read_at(job: &Job<'_>, offset: u64, len: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    job.file
-        .read_exact_at(&mut buf, offset)
-        .map_err(|e| Error::io(&job.meta.path, e))?;
-    Ok(buf)
+/// Gathers a [`crate::plan::Role::Total`] block (one leaf whose rows lie in several
+/// inputs) into `sc.block`, in the domain's byte order, and returns its geometry there.
+///
+/// The rows are packed `width + 1` elements apart, or `width` when the block spans whole
+/// rows: exactly as dense, or as strided, as the same rows mapped from one file, because the
+/// kernel sums narrow dense rows in another order than strided ones.
+pub(super) fn gather_leaf(job: &Job<'_>, block: &Block, sc: &mut Scratch) -> Result<Shape> {
+    let meta = job.meta;
+    let s = meta.dtype.size;
+    let c = meta.columns as usize;
+    let (c0, c1) = (block.runs.start as usize, block.runs.end as usize);
+    let w = c1 - c0;
+    let stride = if w == c { c } else { w + 1 };
+    let (r0, r1) = (block.rows.start, block.rows.end);
+    let n = (r1 - r0) as usize;
+    sc.block.clear();
+    sc.block.resize(n * stride * s, 0);
+    let mut row = r0;
+    while row < r1 {
+        let i = job.inputs.partition_point(|x| x.start <= row) - 1;
+        let input = &job.inputs[i];
+        let end = r1.min(input.start + input.meta.rows);
+        let k = (end - row) as usize;
+        let offset =
+            input.meta.data_offset + ((row - input.start) * c as u64 + c0 as u64) * s as u64;
+        let span = (((k - 1) * c + w) * s) as u64;
+        let (map, delta) = map_span(input, offset, span, false)?;
+        let src = &map[delta..];
+        let at = (row - r0) as usize * stride * s;
+        if w == c {
+            sc.block[at..at + k * c * s].copy_from_slice(&src[..k * c * s]);
+        } else {
+            for j in 0..k {
+                let d = at + j * stride * s;
+                sc.block[d..d + w * s].copy_from_slice(&src[j * c * s..j * c * s + w * s]);
+            }
+        }
+        if input.meta.dtype.order != meta.dtype.order && s > 1 {
+            for j in 0..k {
+                let d = at + j * stride * s;
+                for e in sc.block[d..d + w * s].chunks_exact_mut(s) {
+                    e.reverse();
+                }
+            }
+        }
+        row = end;
+    }
+    Ok(Shape {
+        rows: n,
+        width: w,
+        stride,
+        leaf_rows: block.shape.leaf_rows,
+    })
 }
 
 /// A worker's reusable buffers: fresh allocations per block would fault in new pages.
@@ -124,6 +177,7 @@ pub(super) struct Scratch {
 pub(super) fn read_block(job: &Job<'_>, block: &Block, sc: &mut Scratch) -> Result<()> {
     use crate::source::hdf5 as h5;
     let meta = job.meta;
+    let file = job.inputs[0].file;
     let bytes = (block.rows.end - block.rows.start) * meta.columns * meta.dtype.size as u64;
     sc.block.resize(bytes as usize, 0);
     let buf = &mut sc.block;
@@ -140,7 +194,7 @@ pub(super) fn read_block(job: &Job<'_>, block: &Block, sc: &mut Scratch) -> Resu
         Storage::Chunked(ch) => h5::read_chunk_rows(
             &meta.path,
             job.dataset.unwrap_or("?"),
-            job.file,
+            file,
             ch,
             &meta.shape,
             meta.dtype.size,
@@ -158,9 +212,10 @@ pub(super) fn read_block(_job: &Job<'_>, _block: &Block, _sc: &mut Scratch) -> R
 }
 
 /// Reads a dense block's span into `buf` with `pread` (`--io read`).
-pub(super) fn read_dense(job: &Job<'_>, block: &Block, buf: &mut Vec<u8>) -> Result<()> {
+pub(super) fn read_dense(input: &Input<'_>, block: &Block, buf: &mut Vec<u8>) -> Result<()> {
     buf.resize(block.span as usize, 0);
-    job.file
+    input
+        .file
         .read_exact_at(buf, block.offset)
-        .map_err(|e| Error::io(&job.meta.path, e))
+        .map_err(|e| Error::io(&input.meta.path, e))
 }

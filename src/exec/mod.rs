@@ -21,8 +21,9 @@ use memmap2::{Advice, Mmap, MmapOptions};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{self, Need};
+use crate::kernel::{Shape, Shift};
 use crate::moments::{fold_nodes, Acc, Node, Tree};
-use crate::plan::{Block, GroupKind, Plan};
+use crate::plan::{Block, GroupKind, Plan, Role};
 use crate::source::{ArrayMeta, Storage};
 
 mod io;
@@ -33,17 +34,27 @@ use io::*;
 /// Receives the number of element bytes reduced so far (monotonic, from any thread).
 pub type ProgressFn<'a> = dyn Fn(u64) + Sync + 'a;
 
+/// One input of a domain: its own metadata (file, offset, byte order) and open file.
+pub struct Input<'a> {
+    /// The input's metadata.
+    pub meta: &'a ArrayMeta,
+    /// The open file holding its elements.
+    pub file: &'a File,
+    /// Its first row, counted from the domain's first row.
+    pub start: u64,
+}
+
 /// Everything a run needs besides the plan.
 pub struct Job<'a> {
-    /// The array.
+    /// The domain as one array (for one input, that input's metadata).
     pub meta: &'a ArrayMeta,
-    /// The open file.
-    pub file: &'a File,
+    /// The domain's inputs, in row order (the plan's segments).
+    pub inputs: &'a [Input<'a>],
     /// Selected columns, sorted and unique; results come back in this order.
     pub sel: &'a [u64],
-    /// The row each column's shift is read from: row 0 of the array, whatever rows are
-    /// selected, so that partials of runs over different rows share their shifts.
-    pub first_row: u64,
+    /// Each column's shift (all columns, by column index): the values of the run's row 0,
+    /// whatever rows are selected, so that partials of runs over different rows share them.
+    pub shift: &'a Shift,
     /// Statistics families to compute.
     pub need: Need,
     /// Worker threads.
@@ -52,22 +63,34 @@ pub struct Job<'a> {
     pub storage: &'a Storage,
     /// The HDF5 dataset, for messages.
     pub dataset: Option<&'a str>,
-    /// For storage that is not memory-mapped: the raw bytes of the first selected row
-    /// (all columns), from which the shift is taken.
-    pub first_row_bytes: Option<Vec<u8>>,
     /// Read dense blocks of contiguous data with `pread` instead of mapping them.
     pub read: bool,
     /// Set by the caller to stop the run: no block starts after it is seen.
     pub cancel: Option<&'a AtomicBool>,
     /// Also return the canonical tree's nodes (for a [`crate::Partial`]), not only their fold.
     pub keep_nodes: bool,
+    /// Also return each input's own results (the plan has its [`Role::Part`] blocks).
+    pub per_input: bool,
+}
+
+/// What a run returns: one accumulator per selected column for the domain, the nodes they
+/// were folded from (when kept), and each input's own accumulators (when asked for).
+pub struct Output {
+    /// The domain's results.
+    pub accs: Vec<Acc>,
+    /// The canonical tree's nodes (empty unless [`Job::keep_nodes`]).
+    pub nodes: Vec<Node>,
+    /// Per input, its own results (empty unless [`Job::per_input`] and several inputs).
+    pub per_input: Vec<Vec<Acc>>,
 }
 
 struct State {
     next_merge: usize,
     pending: BTreeMap<usize, Vec<Acc>>,
     trees: HashMap<usize, Tree>,
+    input_trees: BTreeMap<(usize, usize), Tree>,
     results: Vec<Acc>,
+    per_input: Vec<Vec<Acc>>,
     nodes: Vec<Node>,
     error: Option<Error>,
 }
@@ -85,10 +108,20 @@ pub const WORKER_STACK: usize = 64 << 20;
 
 /// Reduces every block of `plan` and returns one accumulator per selected column, and, when
 /// the job asks to keep them, the nodes of the canonical tree those were folded from.
-pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<(Vec<Acc>, Vec<Node>)> {
+pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Output> {
     let mut results = vec![Acc::EMPTY; job.sel.len()];
+    let split = job.per_input && job.inputs.len() > 1;
+    let per_input = if split {
+        vec![vec![Acc::EMPTY; job.sel.len()]; job.inputs.len()]
+    } else {
+        Vec::new()
+    };
     if plan.blocks.is_empty() {
-        return Ok((results, Vec::new()));
+        return Ok(Output {
+            accs: results,
+            nodes: Vec::new(),
+            per_input,
+        });
     }
     // Called from inside a rayon pool (`ThreadPool::install`): run on that pool.
     let own = rayon::current_thread_index().is_none();
@@ -116,7 +149,9 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<(Vec
         next_merge: 0,
         pending: BTreeMap::new(),
         trees: HashMap::new(),
+        input_trees: BTreeMap::new(),
         results: std::mem::take(&mut results),
+        per_input,
         nodes: Vec::new(),
         error: None,
     });
@@ -174,7 +209,11 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<(Vec
             }
             drop(st);
             cv.notify_all();
-            let bytes = block_bytes(block, itemsize);
+            let bytes = if block.role == Role::Part {
+                0
+            } else {
+                block_bytes(block, itemsize)
+            };
             progress(done_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes);
         }
     };
@@ -188,18 +227,34 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<(Vec
         return Err(e);
     }
     debug_assert_eq!(st.next_merge, plan.blocks.len());
-    Ok((st.results, st.nodes))
+    Ok(Output {
+        accs: st.results,
+        nodes: st.nodes,
+        per_input: st.per_input,
+    })
 }
 
 /// Merges the partials that are next in block order.
 fn drain(st: &mut State, job: &Job<'_>, plan: &Plan) {
-    while let Some(partial) = st.pending.remove(&st.next_merge) {
+    while let Some(mut partial) = st.pending.remove(&st.next_merge) {
         let b = &plan.blocks[st.next_merge];
         let g = &plan.groups[b.group];
-        let tree = st.trees.entry(b.group).or_default();
-        match b.level {
+        let push = |tree: &mut Tree, partial: Vec<Acc>| match b.level {
             Some(k) => tree.push_at(b.first_leaf, k, partial),
             None => tree.push_tail(b.first_leaf, partial),
+        };
+        let to_input = !st.per_input.is_empty() && b.role != Role::Total;
+        let to_total = b.role != Role::Part;
+        if to_input {
+            let p = if to_total {
+                partial.clone()
+            } else {
+                std::mem::take(&mut partial)
+            };
+            push(st.input_trees.entry((b.group, b.seg)).or_default(), p);
+        }
+        if to_total {
+            push(st.trees.entry(b.group).or_default(), partial);
         }
         st.next_merge += 1;
         if st.next_merge == g.first_block + g.blocks {
@@ -220,6 +275,17 @@ fn drain(st: &mut State, job: &Job<'_>, plan: &Plan) {
             }
             let accs = fold_nodes(nodes).expect("a group has blocks");
             scatter(&mut st.results, job, &g.kind, &accs);
+            let done: Vec<(usize, usize)> = st
+                .input_trees
+                .range((b.group, 0)..(b.group + 1, 0))
+                .map(|(&k, _)| k)
+                .collect();
+            for key in done {
+                let tree = st.input_trees.remove(&key).expect("listed");
+                if let Some(accs) = tree.finish() {
+                    scatter(&mut st.per_input[key.1], job, &g.kind, &accs);
+                }
+            }
         }
     }
 }
@@ -243,66 +309,62 @@ fn scatter(results: &mut [Acc], job: &Job<'_>, kind: &GroupKind, accs: &[Acc]) {
     }
 }
 
+/// The shifts of columns `c0..c1` (by column index).
+fn shift_cols(shift: &Shift, c0: usize, c1: usize) -> Shift {
+    Shift {
+        float: shift.float.get(c0..c1).map_or(Vec::new(), <[f64]>::to_vec),
+        int: shift.int.get(c0..c1).map_or(Vec::new(), <[i64]>::to_vec),
+    }
+}
+
 fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block, sc: &mut Scratch) -> Result<Vec<Acc>> {
+    let meta = job.meta;
     if !matches!(job.storage, Storage::Mapped) {
-        let meta = job.meta;
-        let s = meta.dtype.size;
-        let w = meta.columns as usize;
         read_block(job, block, sc)?;
-        let buf = &sc.block;
-        let first = job.first_row_bytes.as_deref().unwrap_or(&buf[..w * s]);
-        let shift = kernel::decode_shift(first, meta.dtype, w, s);
         return Ok(kernel::reduce(
-            buf,
+            &sc.block,
             meta.dtype,
             block.shape,
             job.need,
-            &shift,
+            job.shift,
         ));
     }
-    let meta = job.meta;
     let s = meta.dtype.size;
     let g = &plan.groups[block.group];
+    if block.role == Role::Total {
+        // A leaf whose rows lie in several inputs, gathered into one buffer.
+        let (c0, c1) = (block.runs.start as usize, block.runs.end as usize);
+        let shape = gather_leaf(job, block, sc)?;
+        let shift = shift_cols(job.shift, c0, c1);
+        return Ok(kernel::reduce(
+            &sc.block, meta.dtype, shape, job.need, &shift,
+        ));
+    }
+    let input = &job.inputs[block.seg];
+    let dtype = input.meta.dtype;
     // Dense blocks can be read into a reused buffer instead (sparse column tiles would read
     // bytes they do not need).
     let mapped;
     let data: &[u8] = if job.read && block.dense {
-        read_dense(job, block, &mut sc.block)?;
+        read_dense(input, block, &mut sc.block)?;
         &sc.block
     } else {
-        mapped = map_block(job, block)?;
+        mapped = map_block(input, block)?;
         &mapped.0[mapped.1..]
     };
-    let first = block.rows.start == job.first_row;
     let out = match &g.kind {
         GroupKind::Rows { cols } => {
-            let w = (cols.end - cols.start) as usize;
-            let shift = if first {
-                kernel::decode_shift(&data[..w * s], meta.dtype, w, s)
-            } else {
-                let off = meta.data_offset + (job.first_row * meta.columns + cols.start) * s as u64;
-                kernel::decode_shift(&read_at(job, off, w * s)?, meta.dtype, w, s)
-            };
-            kernel::reduce(data, meta.dtype, block.shape, job.need, &shift)
+            let shift = shift_cols(job.shift, cols.start as usize, cols.end as usize);
+            kernel::reduce(data, dtype, block.shape, job.need, &shift)
         }
         GroupKind::Runs { .. } => {
             let n0 = meta.rows as usize;
             let mut out = Vec::with_capacity((block.runs.end - block.runs.start) as usize);
             for (i, m) in block.runs.clone().enumerate() {
                 let sub = &data[i * n0 * s..];
-                let shift = if first {
-                    kernel::decode_shift(&sub[..s], meta.dtype, 1, s)
-                } else {
-                    let off = meta.data_offset + (m * meta.rows + job.first_row) * s as u64;
-                    kernel::decode_shift(&read_at(job, off, s)?, meta.dtype, 1, s)
-                };
-                out.extend(kernel::reduce(
-                    sub,
-                    meta.dtype,
-                    block.shape,
-                    job.need,
-                    &shift,
-                ));
+                let c = meta.column_of_run(m) as usize;
+                let shift = shift_cols(job.shift, c, c + 1);
+                out.extend(kernel::reduce(sub, dtype, block.shape, job.need, &shift));
             }
             out
         }

@@ -55,11 +55,38 @@ pub struct Group {
     pub blocks: usize,
 }
 
+/// Where one input's rows sit in a domain (see [`crate::source::inputs`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Seg {
+    /// Its first row, counted from the domain's first row.
+    pub start: u64,
+    /// Its row count.
+    pub rows: u64,
+    /// File offset of its first element.
+    pub data_offset: u64,
+}
+
+/// Which results a block feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The domain's tree and its input's own tree.
+    Both,
+    /// The domain's tree only: a leaf whose rows lie in several inputs, read from all.
+    Total,
+    /// Its input's own tree only: an input's share of a leaf that straddles inputs
+    /// (planned only when per-input results are asked for).
+    Part,
+}
+
 /// One unit of work: a byte range of the file, mapped on its own and reduced by one worker.
 #[derive(Clone, Debug)]
 pub struct Block {
     /// The group it belongs to.
     pub group: usize,
+    /// The input (segment) it reads; for a [`Role::Total`] block, the first of them.
+    pub seg: usize,
+    /// Which results it feeds.
+    pub role: Role,
     /// Rows covered.
     pub rows: Range<u64>,
     /// For Fortran-order groups, the runs covered (each with all of `rows`); for C order,
@@ -72,7 +99,7 @@ pub struct Block {
     /// Index of the block's first leaf, counted from row 0 of the array (leaves are
     /// anchored there whatever rows are selected, so runs over different rows share them).
     pub first_leaf: u64,
-    /// File offset of the block's first element.
+    /// Offset of the block's first element in its segment's file.
     pub offset: u64,
     /// Bytes from `offset` to the end of the block's last element.
     pub span: u64,
@@ -205,6 +232,40 @@ pub fn plan(
     threads: usize,
     block_limit: u64,
 ) -> Result<Plan, PlanError> {
+    let one = [Seg {
+        start: 0,
+        rows: meta.rows,
+        data_offset: meta.data_offset,
+    }];
+    let parts = Parts {
+        segs: &one,
+        per_input: false,
+    };
+    plan_parts(meta, &parts, sel, rows, budget, threads, block_limit)
+}
+
+/// The inputs a domain's rows come from (one segment each, in row order), and whether each
+/// input's own results are wanted as well as the domain's.
+#[derive(Clone, Copy, Debug)]
+pub struct Parts<'a> {
+    /// The segments; several only for mapped C-order data.
+    pub segs: &'a [Seg],
+    /// Plan [`Role::Part`] blocks too.
+    pub per_input: bool,
+}
+
+/// [`plan`] for a domain of several inputs (see [`Parts`]): blocks never cross from one
+/// input into the next, except the [`Role::Total`] blocks of leaves that straddle two.
+pub fn plan_parts(
+    meta: &ArrayMeta,
+    parts: &Parts<'_>,
+    sel: &[u64],
+    rows: Range<u64>,
+    budget: u64,
+    threads: usize,
+    block_limit: u64,
+) -> Result<Plan, PlanError> {
+    debug_assert!(parts.segs.len() == 1 || (meta.mapped && meta.order == Order::C));
     // Errors that no thread count can fix come first, so they are not tried again.
     if let Some(e) = budget::floor_error(budget) {
         return Err(e);
@@ -212,7 +273,7 @@ pub fn plan(
     results_fit(sel.len() as u64, budget)?;
     let mut t = threads.max(1);
     loop {
-        match plan_for(meta, sel, rows.clone(), budget, t, block_limit) {
+        match plan_for(meta, parts, sel, rows.clone(), budget, t, block_limit) {
             Err(_) if t > 1 => t = if t > 8 { t / 2 } else { t - 1 },
             r => return r,
         }
@@ -223,6 +284,7 @@ pub fn plan(
 /// have been checked.
 fn plan_for(
     meta: &ArrayMeta,
+    parts: &Parts<'_>,
     sel: &[u64],
     rows: Range<u64>,
     budget: u64,
@@ -273,6 +335,7 @@ fn plan_for(
             for cols in ranges {
                 plan_rows(
                     meta,
+                    parts,
                     &mut p,
                     cols,
                     &rows,
@@ -341,6 +404,7 @@ fn touched_rows(rows: u64, w_bytes: u64, stride_bytes: u64) -> u64 {
 #[allow(clippy::too_many_arguments)]
 fn plan_rows(
     meta: &ArrayMeta,
+    parts: &Parts<'_>,
     p: &mut Plan,
     cols: Range<u64>,
     rows: &Range<u64>,
@@ -374,7 +438,7 @@ fn plan_rows(
             k += 1;
         }
         *partial_mem = split.buffered_partials(w, k);
-        emit_rows(meta, p, cols, rows, r, k, w);
+        emit_rows(meta, parts, p, cols, rows, r, k, w);
         return Ok(());
     }
     let (k, w) = loop {
@@ -405,13 +469,15 @@ fn plan_rows(
         }
         w = w.div_ceil(2);
     };
-    emit_rows(meta, p, cols, rows, r, k, w);
+    emit_rows(meta, parts, p, cols, rows, r, k, w);
     Ok(())
 }
 
 /// Emits the blocks of a C-order column range: tiles of `w` columns, 2^k leaves of rows.
+#[allow(clippy::too_many_arguments)]
 fn emit_rows(
     meta: &ArrayMeta,
+    parts: &Parts<'_>,
     p: &mut Plan,
     cols: Range<u64>,
     rows: &Range<u64>,
@@ -421,37 +487,45 @@ fn emit_rows(
 ) {
     let s = meta.dtype.size as u64;
     let c = meta.columns;
+    let cut = seg_blocks(rows, parts, r, k, meta.rows);
     let mut c0 = cols.start;
     while c0 < cols.end {
         let c1 = (c0 + w).min(cols.end);
         let gi = p.groups.len();
         let first = p.blocks.len();
-        for (rr, first_leaf, level) in aligned_blocks(rows, r, k, meta.rows) {
+        for (rr, first_leaf, level, si, role) in cut.iter().cloned() {
             let (r0, r1) = (rr.start, rr.end);
             let n = r1 - r0;
             let wb = (c1 - c0) * s;
-            let offset = meta.data_offset + (r0 * c + c0) * s;
+            let seg = &parts.segs[si];
+            let offset = seg.data_offset + ((r0 - seg.start) * c + c0) * s;
             let span = ((n - 1) * c + (c1 - c0)) * s;
+            let touched = if !meta.mapped {
+                n * wb
+            } else if role == Role::Total {
+                // The inputs' maps and the buffer the leaf is gathered into.
+                touched_rows(n, wb, c * s) + n * (wb + s) + 2 * PAGE
+            } else {
+                touched_rows(n, wb, c * s)
+            };
             p.blocks.push(Block {
                 group: gi,
+                seg: si,
+                role,
                 rows: r0..r1,
                 runs: c0..c1,
                 level,
                 first_leaf,
                 offset,
                 span,
-                touched: if meta.mapped {
-                    touched_rows(n, wb, c * s)
-                } else {
-                    n * wb
-                },
+                touched,
                 shape: Shape {
                     rows: n as usize,
                     width: (c1 - c0) as usize,
                     stride: c as usize,
                     leaf_rows: r as usize,
                 },
-                dense: c1 - c0 == c,
+                dense: c1 - c0 == c && role != Role::Total,
             });
         }
         p.groups.push(Group {
@@ -461,6 +535,67 @@ fn emit_rows(
         });
         c0 = c1;
     }
+}
+
+/// A block's rows, first leaf, level, segment and role.
+type RowBlock = (Range<u64>, u64, Option<u32>, usize, Role);
+
+/// The row blocks of `rows` over the segments of `parts` (see [`aligned_blocks`] for one
+/// segment, whose blocks these are). Each segment's rows are cut alone; a leaf holding rows
+/// of several segments is cut into one [`Role::Part`] block per segment (when per-input
+/// results are wanted) and read whole by one [`Role::Total`] block, placed after the first
+/// of its parts, so that each tree receives its nodes in leaf order.
+fn seg_blocks(rows: &Range<u64>, parts: &Parts<'_>, r: u64, k: u32, n_rows: u64) -> Vec<RowBlock> {
+    let segs = parts.segs;
+    if segs.len() == 1 {
+        return aligned_blocks(rows, r, k, n_rows)
+            .into_iter()
+            .map(|(rr, f, l)| (rr, f, l, 0, Role::Both))
+            .collect();
+    }
+    let r = r.max(1);
+    let mut out = Vec::new();
+    let mut joint_done = None;
+    for (si, seg) in segs.iter().enumerate() {
+        let (s0, s1) = (
+            rows.start.max(seg.start),
+            rows.end.min(seg.start + seg.rows),
+        );
+        if s0 >= s1 {
+            continue;
+        }
+        // The leaf holding s0 (or s1 - 1) also holds selected rows of another input.
+        let head_cut = s0 == seg.start && s0 > rows.start && s0 % r != 0;
+        let tail_cut = s1 == seg.start + seg.rows && s1 < rows.end && s1 % r != 0;
+        let mut a = s0;
+        if head_cut {
+            let e = ((s0 / r + 1) * r).min(s1);
+            if parts.per_input {
+                out.push((s0..e, s0 / r, Some(0), si, Role::Part));
+            }
+            a = e;
+        }
+        let mid_end = if tail_cut { (s1 / r * r).max(a) } else { s1 };
+        if a < mid_end {
+            out.extend(
+                aligned_blocks(&(a..mid_end), r, k, n_rows)
+                    .into_iter()
+                    .map(|(rr, f, l)| (rr, f, l, si, Role::Both)),
+            );
+        }
+        if tail_cut {
+            let jt = s1 / r;
+            if mid_end < s1 && parts.per_input {
+                out.push((mid_end..s1, jt, Some(0), si, Role::Part));
+            }
+            if joint_done != Some(jt) {
+                let joint = (jt * r).max(rows.start)..((jt + 1) * r).min(rows.end);
+                out.push((joint, jt, Some(0), si, Role::Total));
+                joint_done = Some(jt);
+            }
+        }
+    }
+    out
 }
 
 fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>, share: u64) {
@@ -486,6 +621,8 @@ fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>
             let span = ((m1 - 1 - m0) * n0 + nrows) * s;
             p.blocks.push(Block {
                 group: gi,
+                seg: 0,
+                role: Role::Both,
                 rows: rows.clone(),
                 runs: m0..m1,
                 level: None,
@@ -525,6 +662,8 @@ fn plan_runs(meta: &ArrayMeta, p: &mut Plan, runs: Range<u64>, rows: &Range<u64>
             let span = n * s;
             p.blocks.push(Block {
                 group: gi,
+                seg: 0,
+                role: Role::Both,
                 rows: r0..r1,
                 runs: m..m + 1,
                 level,

@@ -138,15 +138,43 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialise")
 }
 
-/// The JSON object of the command-line contract.
+/// The JSON object of the command-line contract. With several inputs `file` is the list of
+/// their paths, and with per-input results a `files` array holds one object per input, with
+/// the same keys.
 pub fn to_json(s: &Summary) -> String {
+    let mut o = json_object(s);
+    if !s.per_input.is_empty() {
+        o.pop(); // the newline
+        o.pop(); // the closing brace
+        o.push_str(", \"files\": [");
+        for (i, f) in s.per_input.iter().enumerate() {
+            if i > 0 {
+                o.push_str(", ");
+            }
+            o.push_str(json_object(f).trim_end());
+        }
+        o.push_str("]}\n");
+    }
+    o
+}
+
+fn json_object(s: &Summary) -> String {
     let mut o = String::with_capacity(256 + s.columns.len() * 24 * s.stats.len());
     let n = s.columns.len();
     o.push('{');
-    o.push_str(&format!(
-        "\"file\": {}, ",
-        json_str(&s.path.to_string_lossy())
-    ));
+    if s.inputs.len() > 1 {
+        let files: Vec<String> = s
+            .inputs
+            .iter()
+            .map(|p| json_str(&p.to_string_lossy()))
+            .collect();
+        o.push_str(&format!("\"file\": [{}], ", files.join(", ")));
+    } else {
+        o.push_str(&format!(
+            "\"file\": {}, ",
+            json_str(&s.path.to_string_lossy())
+        ));
+    }
     match &s.dataset {
         Some(d) => o.push_str(&format!("\"dataset\": {}, ", json_str(d))),
         None => o.push_str("\"dataset\": null, "),
@@ -192,9 +220,42 @@ pub fn to_json(s: &Summary) -> String {
     o
 }
 
-/// CSV: a header `column,<stats...>` and one row per column.
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}
+
+/// CSV: a header `column,<stats...>` and one row per column. With per-input results, a
+/// leading `file` column: each input's rows, then the combined rows with an empty `file`.
 pub fn to_csv(s: &Summary) -> String {
-    let mut o = String::from("column");
+    if s.per_input.is_empty() {
+        return csv_rows(s, None);
+    }
+    let mut o = String::new();
+    for f in &s.per_input {
+        let mut t = csv_rows(f, Some(&csv_field(&f.path.to_string_lossy())));
+        if !o.is_empty() {
+            t = t
+                .split_once('\n')
+                .map_or(String::new(), |(_, rest)| rest.to_string());
+        }
+        o.push_str(&t);
+    }
+    let t = csv_rows(s, Some(""));
+    o.push_str(t.split_once('\n').map_or("", |(_, rest)| rest));
+    o
+}
+
+fn csv_rows(s: &Summary, file: Option<&str>) -> String {
+    let mut o = String::from(if file.is_some() {
+        "file,column"
+    } else {
+        "column"
+    });
     for st in &s.stats {
         o.push(',');
         o.push_str(st.name());
@@ -203,6 +264,10 @@ pub fn to_csv(s: &Summary) -> String {
     let piece = |rows: &[usize]| {
         let mut p = String::new();
         for &i in rows {
+            if let Some(f) = file {
+                p.push_str(f);
+                p.push(',');
+            }
             p.push_str(&s.columns[i].to_string());
             for &st in &s.stats {
                 p.push(',');
@@ -259,8 +324,19 @@ fn short(x: f64) -> String {
 /// Columns shown in full before the table is abbreviated.
 const TABLE_MAX_ROWS: usize = 40;
 
-/// A human-readable table; wide inputs show the first and last 20 columns.
+/// A human-readable table; wide inputs show the first and last 20 columns. With per-input
+/// results, one section per input, then the combined one.
 pub fn to_table(s: &Summary) -> String {
+    let mut o = String::new();
+    for f in &s.per_input {
+        o.push_str(&table(f));
+        o.push('\n');
+    }
+    o.push_str(&table(s));
+    o
+}
+
+fn table(s: &Summary) -> String {
     let n = s.columns.len();
     let mut header = vec!["column".to_string()];
     header.extend(s.stats.iter().map(|x| x.name().to_string()));
@@ -300,9 +376,14 @@ pub fn to_table(s: &Summary) -> String {
             .collect();
         cells.join("  ").trim_end().to_string() + "\n"
     };
+    let what = if s.inputs.len() > 1 {
+        format!("{} inputs ({} ...)", s.inputs.len(), s.path.display())
+    } else {
+        s.path.display().to_string()
+    };
     let mut o = format!(
         "{}: {} {} ({} order), {} rows reduced, {} column{}, nan={}, ddof={}\n",
-        s.path.display(),
+        what,
         s.dtype.name(),
         crate::source::shape_str(&s.shape),
         s.order.name(),

@@ -5,6 +5,7 @@ pub mod datasets;
 pub mod dtype;
 #[cfg(feature = "hdf5")]
 pub mod hdf5;
+pub mod inputs;
 pub mod npy;
 
 use std::fs::File;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use datasets::{DatasetInfo, Filter, Layout};
 pub use dtype::{ByteOrder, DType, Kind};
+pub use inputs::{Domain, Inputs};
 
 use crate::error::{Error, ErrorKind, Result};
 
