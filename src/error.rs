@@ -139,6 +139,12 @@ impl Error {
         }
     }
 
+    /// The same error about `path` (for errors found before the file was known).
+    pub(crate) fn with_path(mut self, path: &Path) -> Self {
+        self.path = Some(path.to_path_buf());
+        self
+    }
+
     pub(crate) fn format(path: &Path, msg: impl Into<String>) -> Self {
         Error::new(ErrorKind::Format, Some(path), msg)
     }

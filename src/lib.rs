@@ -46,7 +46,7 @@ pub mod exec;
 pub mod kernel;
 #[doc(hidden)]
 pub mod moments;
-mod partial;
+mod state;
 #[doc(hidden)]
 pub mod plan;
 pub mod report;
@@ -63,7 +63,7 @@ pub use exec::IoMode;
 /// The `ndarray` colstats's results are built on ([`Values`] holds `Array1`s), re-exported
 /// so that a caller's types are the same version's.
 pub use ndarray;
-pub use partial::Partial;
+pub use state::{InputId, Partial, State};
 pub use plan::MIN_BUDGET;
 pub use request::{CancelToken, Info, PlanSummary, Request};
 pub use select::{ColumnSpec, RowSpec};

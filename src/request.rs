@@ -330,54 +330,55 @@ impl Request {
         Ok(summary)
     }
 
-    /// Runs the reduction and returns its mergeable state (see [`Partial`]) rather than a
-    /// summary: merge it with the partials of runs over other rows of the same array
-    /// ([`Partial::merge`]), then [`Request::summarise_partial`].
-    pub fn run_partial(&self) -> Result<Partial> {
-        let (_, partial) = self.execute(&|_, _| {}, true)?;
-        Ok(partial.expect("asked for the partial"))
+    /// Runs the reduction and returns its mergeable state (see [`State`]) rather than a
+    /// summary: merge it with the states of runs over other rows of the same inputs
+    /// ([`State::merge`]), then [`State::finish`].
+    pub fn run_state(&self) -> Result<State> {
+        let (_, state) = self.execute(&|_, _| {}, true)?;
+        Ok(state.expect("asked for the state"))
     }
 
-    /// The summary of a (merged) partial, with this request's statistics, NaN policy and
-    /// ddof; its columns in the order this request's column selection gives.
-    pub fn summarise_partial(&self, partial: &Partial) -> Result<Summary> {
-        let inputs = source::Inputs::open(&self.paths, self.dataset.as_deref())?;
-        let meta = &inputs.meta;
-        if meta.dtype != partial.dtype || meta.shape != partial.shape {
+    /// Runs the reduction and returns both its summary and its mergeable state.
+    pub fn run_with_state(
+        &self,
+        progress: impl Fn(u64, u64) + Sync,
+    ) -> Result<(Summary, State)> {
+        let (summary, state) = self.execute(&progress, true)?;
+        Ok((summary, state.expect("asked for the state")))
+    }
+
+    /// The former name of [`Request::run_state`].
+    pub fn run_partial(&self) -> Result<State> {
+        self.run_state()
+    }
+
+    /// The summary of a (merged) state with this request's statistics and ddof, and its
+    /// columns in the order this request's column selection gives (each must be in the
+    /// state).
+    pub fn summarise_partial(&self, partial: &State) -> Result<Summary> {
+        let mut st = partial.clone();
+        let order = self.column_order_n(st.shape[1..].iter().product())?;
+        if let Some(c) = order.iter().find(|c| st.columns.binary_search(c).is_err()) {
             return Err(Error::request(
                 &self.path,
-                "the partial result is of another array",
+                format!("column {c} is not in the partial result"),
             ));
         }
-        let order = self.column_order(meta)?;
-        let accs = partial.fold();
-        let picked: Vec<Acc> = order
-            .iter()
-            .map(|c| {
-                partial
-                    .columns
-                    .binary_search(c)
-                    .map(|i| accs[i])
-                    .map_err(|_| {
-                        Error::request(
-                            &self.path,
-                            format!("column {c} is not in the partial result"),
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?;
-        let mut summary = self.summarise(meta, partial.row_count(), order, &picked);
-        summary.dataset = inputs.sources[0].dataset.clone();
-        summary.inputs = self.paths.clone();
-        Ok(summary)
+        st.output = order;
+        st.nan = self.nan;
+        st.finish_with(&self.stats, Some(self.ddof))
     }
 
     fn column_order(&self, meta: &ArrayMeta) -> Result<Vec<u64>> {
+        self.column_order_n(meta.columns)
+    }
+
+    fn column_order_n(&self, columns: u64) -> Result<Vec<u64>> {
         match &self.columns {
             Some(spec) => spec
-                .resolve(meta.columns)
+                .resolve(columns)
                 .map_err(|m| Error::request(&self.path, m)),
-            None => Ok((0..meta.columns).collect()),
+            None => Ok((0..columns).collect()),
         }
     }
 
@@ -385,7 +386,7 @@ impl Request {
         &self,
         progress: &(dyn Fn(u64, u64) + Sync),
         keep_nodes: bool,
-    ) -> Result<(Summary, Option<Partial>)> {
+    ) -> Result<(Summary, Option<State>)> {
         if self.paths.is_empty() {
             return Err(Error::new(ErrorKind::Request, None, "no input files"));
         }
@@ -505,7 +506,7 @@ impl Request {
                         a
                     }
                 });
-                domains.push(partial::DomainNodes {
+                domains.push(state::DomainNodes {
                     rows: d.rows.clone(),
                     leaf_rows: plan.leaf_rows,
                     nodes: out.nodes,
@@ -513,18 +514,36 @@ impl Request {
             }
         }
         let accs = accs.unwrap_or_else(|| vec![Acc::EMPTY; sel.len()]);
-        let partial = keep_nodes.then(|| Partial {
-            dtype: meta.dtype,
-            shape: meta.shape.clone(),
-            columns: sel.clone(),
-            shift: shift_bits.clone(),
-            rows: if rows.is_empty() {
-                Vec::new()
-            } else {
-                vec![rows.clone()]
-            },
-            domains,
-        });
+        let partial = if keep_nodes {
+            let ids = inputs
+                .sources
+                .iter()
+                .enumerate()
+                .map(|(i, src)| InputId::of(&src.meta.path, inputs.starts[i], src.meta.rows))
+                .collect::<Result<Vec<_>>>()?;
+            Some(State {
+                dtype: meta.dtype,
+                shape: meta.shape.clone(),
+                order: meta.order,
+                dataset: inputs.sources[0].dataset.clone(),
+                nan: self.nan,
+                ddof: self.ddof,
+                stats: self.stats.clone(),
+                need,
+                inputs: ids,
+                columns: sel.clone(),
+                output: order.clone(),
+                shift: shift_bits.clone(),
+                rows: if rows.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![rows.clone()]
+                },
+                domains,
+            })
+        } else {
+            None
+        };
         let pick = |accs: &[Acc]| -> Vec<Acc> {
             order
                 .iter()
@@ -557,55 +576,93 @@ impl Request {
     }
 
     fn summarise(&self, meta: &ArrayMeta, rows: u64, columns: Vec<u64>, accs: &[Acc]) -> Summary {
-        let fin = stats::Finish {
-            int: meta.dtype.is_integer(),
-            ddof: self.ddof,
-            propagate: self.nan == NanPolicy::Propagate,
-        };
-        let values = self
-            .stats
-            .iter()
-            .map(|&st| {
-                let f = stats::def(st).finish;
-                let outs: Vec<stats::Out> = accs.iter().map(|a| f(a, &fin)).collect();
-                // Integer or float is the statistic's and dtype's, not the data's.
-                let v = if matches!(f(&Acc::EMPTY, &fin), stats::Out::I(_)) {
-                    Values::Int(
-                        outs.iter()
-                            .map(|o| match o {
-                                stats::Out::I(v) => *v,
-                                stats::Out::F(_) => None,
-                            })
-                            .collect(),
-                    )
-                } else {
-                    Values::Float(
-                        outs.iter()
-                            .map(|o| match o {
-                                stats::Out::F(v) => *v,
-                                stats::Out::I(v) => v.map_or(f64::NAN, |v| v as f64),
-                            })
-                            .collect(),
-                    )
-                };
-                (st, v)
-            })
-            .collect();
-        Summary {
-            path: self.path.clone(),
-            dataset: self.dataset.clone(),
-            dtype: meta.dtype,
-            shape: meta.shape.clone(),
-            order: meta.order,
-            rows,
-            columns,
+        let fin = Finish {
+            stats: &self.stats,
             ddof: self.ddof,
             nan: self.nan,
-            stats: self.stats.clone(),
-            values,
-            inputs: vec![self.path.clone()],
-            per_input: Vec::new(),
-        }
+        };
+        let mut s = summarise(
+            &fin,
+            &self.path,
+            meta.dtype,
+            &meta.shape,
+            meta.order,
+            rows,
+            columns,
+            accs,
+        );
+        s.dataset = self.dataset.clone();
+        s
+    }
+}
+
+/// How accumulators become results: which statistics, ddof, NaN policy.
+pub(crate) struct Finish<'a> {
+    pub(crate) stats: &'a [Stat],
+    pub(crate) ddof: u64,
+    pub(crate) nan: NanPolicy,
+}
+
+/// The summary of accumulators `accs` (one per column of `columns`, in that order).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn summarise(
+    how: &Finish<'_>,
+    path: &Path,
+    dtype: DType,
+    shape: &[u64],
+    order: Order,
+    rows: u64,
+    columns: Vec<u64>,
+    accs: &[Acc],
+) -> Summary {
+    let fin = stats::Finish {
+        int: dtype.is_integer(),
+        ddof: how.ddof,
+        propagate: how.nan == NanPolicy::Propagate,
+    };
+    let values = how
+        .stats
+        .iter()
+        .map(|&st| {
+            let f = stats::def(st).finish;
+            let outs: Vec<stats::Out> = accs.iter().map(|a| f(a, &fin)).collect();
+            // Integer or float is the statistic's and dtype's, not the data's.
+            let v = if matches!(f(&Acc::EMPTY, &fin), stats::Out::I(_)) {
+                Values::Int(
+                    outs.iter()
+                        .map(|o| match o {
+                            stats::Out::I(v) => *v,
+                            stats::Out::F(_) => None,
+                        })
+                        .collect(),
+                )
+            } else {
+                Values::Float(
+                    outs.iter()
+                        .map(|o| match o {
+                            stats::Out::F(v) => *v,
+                            stats::Out::I(v) => v.map_or(f64::NAN, |v| v as f64),
+                        })
+                        .collect(),
+                )
+            };
+            (st, v)
+        })
+        .collect();
+    Summary {
+        path: path.to_path_buf(),
+        dataset: None,
+        dtype,
+        shape: shape.to_vec(),
+        order,
+        rows,
+        columns,
+        ddof: how.ddof,
+        nan: how.nan,
+        stats: how.stats.to_vec(),
+        values,
+        inputs: vec![path.to_path_buf()],
+        per_input: Vec::new(),
     }
 }
 

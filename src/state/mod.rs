@@ -1,0 +1,309 @@
+//! A self-contained partial result ([`State`]): what a run over some rows leaves before its
+//! trees are folded, mergeable with the states of runs over other rows of the same inputs,
+//! and saved to and loaded from a checksummed file (`codec.rs`, `docs/state-format.md`).
+//!
+//! A state carries everything its numbers are relative to: the inputs (their paths, row
+//! counts, sizes, modification times and header hashes), the array (dtype, shape), the
+//! columns, and each column's shift (the value means are taken relative to: always row 0's,
+//! so every run over the inputs shares it). Its accumulators are the nodes of the canonical
+//! merge trees of the domains (see [`crate::source::inputs`]) that its rows cover. Merging
+//! the states of runs over adjacent, leaf-aligned row ranges and folding the result gives
+//! the bits of one run over all those rows, in any merge order.
+
+mod codec;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::Need;
+use crate::moments::{Acc, Node, Tree};
+use crate::source::{DType, Order};
+use crate::{NanPolicy, Stat, Summary};
+
+/// The identity of one input as a state records it: a state is only merged with states of
+/// the same inputs, and a saved per-input state is only reused while its input is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputId {
+    /// The path, as given.
+    pub path: PathBuf,
+    /// Its first row in the concatenated array.
+    pub start: u64,
+    /// Its rows.
+    pub rows: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// CRC-32 of its first 4 KiB (the `.npy` header, the HDF5 superblock).
+    pub header_crc: u32,
+}
+
+impl InputId {
+    /// Reads the identity of `path` now, for an input of `rows` rows starting at `start`.
+    pub fn of(path: &Path, start: u64, rows: u64) -> Result<InputId> {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let md = f.metadata().map_err(|e| Error::io(path, e))?;
+        let mut head = vec![0u8; md.len().min(4096) as usize];
+        f.read_exact_at(&mut head, 0).map_err(|e| Error::io(path, e))?;
+        Ok(InputId {
+            path: path.to_path_buf(),
+            start,
+            rows,
+            size: md.len(),
+            mtime_ns: md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec(),
+            header_crc: crc32fast::hash(&head),
+        })
+    }
+
+    /// The same file, unchanged: path, place, rows, size, modification time and header.
+    pub fn same_file(&self, other: &InputId) -> bool {
+        self == other
+    }
+
+    /// The same input of the same array, whatever its modification time (copies of one
+    /// file on several machines merge).
+    fn same_data(&self, other: &InputId) -> bool {
+        self.path == other.path
+            && self.start == other.start
+            && self.rows == other.rows
+            && self.size == other.size
+            && self.header_crc == other.header_crc
+    }
+}
+
+/// The mergeable state of a run over some rows of its inputs (see
+/// [`crate::Request::run_state`]): merge states of other rows with [`State::merge`], then
+/// [`State::finish`]; save and load with [`State::save`] and [`State::load`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    pub(crate) dtype: DType,
+    pub(crate) shape: Vec<u64>,
+    pub(crate) order: Order,
+    pub(crate) dataset: Option<String>,
+    pub(crate) nan: NanPolicy,
+    pub(crate) ddof: u64,
+    pub(crate) stats: Vec<Stat>,
+    pub(crate) need: Need,
+    pub(crate) inputs: Vec<InputId>,
+    /// Selected columns, sorted, unique.
+    pub(crate) columns: Vec<u64>,
+    /// The columns in output order (each one of `columns`).
+    pub(crate) output: Vec<u64>,
+    /// Each column's shift, as bits (f64 bits for floats, the integer for integer dtypes).
+    pub(crate) shift: Vec<u64>,
+    /// The row ranges covered, sorted and disjoint.
+    pub(crate) rows: Vec<Range<u64>>,
+    /// The nodes held, per domain (see [`crate::source::inputs`]), in row order.
+    pub(crate) domains: Vec<DomainNodes>,
+}
+
+/// The former name of [`State`].
+pub type Partial = State;
+
+/// The nodes a state holds of one domain's canonical tree.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DomainNodes {
+    /// The domain's global rows (its tree's leaves are counted from the first).
+    pub(crate) rows: Range<u64>,
+    /// Rows per leaf of its tree.
+    pub(crate) leaf_rows: u64,
+    /// Nodes, in leaf order; `accs` per selected column.
+    pub(crate) nodes: Vec<Node>,
+}
+
+impl State {
+    /// The row ranges this state covers, sorted.
+    pub fn rows(&self) -> &[Range<u64>] {
+        &self.rows
+    }
+
+    /// The selected columns, sorted.
+    pub fn columns(&self) -> &[u64] {
+        &self.columns
+    }
+
+    /// The inputs of the run, in row order.
+    pub fn inputs(&self) -> &[InputId] {
+        &self.inputs
+    }
+
+    /// Number of rows covered.
+    pub fn row_count(&self) -> u64 {
+        self.rows.iter().map(|r| r.end - r.start).sum()
+    }
+
+    /// The rows between the first and the last covered row that no range covers.
+    pub fn gaps(&self) -> Vec<Range<u64>> {
+        self.rows
+            .windows(2)
+            .filter(|w| w[0].end < w[1].start)
+            .map(|w| w[0].end..w[1].start)
+            .collect()
+    }
+
+    /// Merges `other` (a run over other rows of the same inputs, with the same columns,
+    /// NaN policy and statistics) into `self`. Refused when the two differ in any of those,
+    /// or when their rows overlap.
+    pub fn merge(&mut self, other: &State) -> Result<()> {
+        let differ = |what: &str| {
+            Err(Error::new(
+                ErrorKind::Mismatch,
+                None,
+                format!("cannot merge states of different {what}"),
+            ))
+        };
+        if self.inputs.len() != other.inputs.len()
+            || self.inputs.iter().zip(&other.inputs).any(|(a, b)| !a.same_data(b))
+        {
+            return differ("inputs");
+        }
+        if self.dtype != other.dtype || self.shape != other.shape || self.dataset != other.dataset
+        {
+            return differ("arrays");
+        }
+        if self.columns != other.columns || self.output != other.output {
+            return differ("columns");
+        }
+        if self.nan != other.nan {
+            return differ("NaN policies");
+        }
+        if self.need != other.need || self.stats != other.stats {
+            return differ("statistics");
+        }
+        if self.shift != other.shift {
+            return differ("reference rows");
+        }
+        let mut rows: Vec<Range<u64>> = self.rows.iter().chain(&other.rows).cloned().collect();
+        rows.sort_by_key(|r| r.start);
+        if let Some(w) = rows.windows(2).find(|w| w[0].end > w[1].start) {
+            return Err(Error::new(
+                ErrorKind::Mismatch,
+                None,
+                format!(
+                    "cannot merge states whose rows overlap ({}:{} and {}:{})",
+                    w[0].start, w[0].end, w[1].start, w[1].end
+                ),
+            ));
+        }
+        // Adjacent ranges join.
+        let mut joined: Vec<Range<u64>> = Vec::with_capacity(rows.len());
+        for r in rows {
+            match joined.last_mut() {
+                Some(l) if l.end == r.start => l.end = r.end,
+                _ => joined.push(r),
+            }
+        }
+        let mut domains = self.domains.clone();
+        for d in &other.domains {
+            let overlaps = |x: &DomainNodes| x.rows.start < d.rows.end && d.rows.start < x.rows.end;
+            if domains.iter().any(|x| overlaps(x) && x.rows != d.rows) {
+                return differ("input layouts");
+            }
+            match domains.iter_mut().find(|x| x.rows == d.rows) {
+                Some(x) if x.leaf_rows == d.leaf_rows => {
+                    x.nodes.extend(d.nodes.iter().cloned());
+                    x.nodes.sort_by_key(|n| n.first_leaf);
+                }
+                Some(_) => return differ("leaf sizes"),
+                None => domains.push(d.clone()),
+            }
+        }
+        domains.sort_by_key(|d| d.rows.start);
+        self.rows = joined;
+        self.domains = domains;
+        Ok(())
+    }
+
+    /// The accumulators of the selected columns: each domain's nodes pushed in leaf order
+    /// into its tree and folded, then the domains' results folded left to right, as a run
+    /// over all the rows does.
+    pub(crate) fn fold(&self) -> Vec<Acc> {
+        let mut out: Option<Vec<Acc>> = None;
+        for d in &self.domains {
+            let mut tree = Tree::new();
+            for n in &d.nodes {
+                match n.level {
+                    Some(l) => tree.push_at(n.first_leaf, l, n.accs.clone()),
+                    None => tree.push_tail(n.first_leaf, n.accs.clone()),
+                }
+            }
+            let Some(accs) = tree.finish() else { continue };
+            out = Some(match out {
+                None => accs,
+                Some(mut a) => {
+                    crate::moments::merge_into(&mut a, &accs);
+                    a
+                }
+            });
+        }
+        out.unwrap_or_else(|| vec![Acc::EMPTY; self.columns.len()])
+    }
+
+    /// The summary of the rows covered: the statistics the run asked for, with `ddof`
+    /// (`None`: the run's) applied now. What one run over the same rows would report.
+    pub fn finish(&self, ddof: Option<u64>) -> Summary {
+        self.finish_with(&self.stats, ddof)
+            .expect("a state derives its own statistics")
+    }
+
+    /// [`State::finish`] for other statistics: refused for those the state cannot derive
+    /// (min and max need a run that computed them, so do sum, mean, var and std).
+    pub fn finish_with(&self, stats: &[Stat], ddof: Option<u64>) -> Result<Summary> {
+        let needs = crate::stats::needs(stats);
+        if (needs.moments && !self.need.moments) || (needs.minmax && !self.need.minmax) {
+            return Err(Error::new(
+                ErrorKind::Request,
+                None,
+                "the state was saved without the accumulators these statistics need",
+            ));
+        }
+        let accs = self.fold();
+        let picked: Vec<Acc> = self
+            .output
+            .iter()
+            .map(|c| accs[self.columns.binary_search(c).expect("validated")])
+            .collect();
+        let path = self.inputs.first().map(|i| i.path.clone()).unwrap_or_default();
+        let mut s = crate::request::summarise(
+            &crate::request::Finish {
+                stats,
+                ddof: ddof.unwrap_or(self.ddof),
+                nan: self.nan,
+            },
+            &path,
+            self.dtype,
+            &self.shape,
+            self.order,
+            self.row_count(),
+            self.output.clone(),
+            &picked,
+        );
+        s.dataset = self.dataset.clone();
+        s.inputs = self.inputs.iter().map(|i| i.path.clone()).collect();
+        Ok(s)
+    }
+
+    /// The state as bytes (see `docs/state-format.md`).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Reads a state from bytes; a truncated, corrupt or newer-version state is an error
+    /// ([`ErrorKind::State`]), never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<State> {
+        codec::decode(bytes)
+    }
+
+    /// Writes the state to `path` atomically (a temporary file, then a rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::report::write_atomic(path, &self.to_bytes()).map_err(|e| Error::io(path, e))
+    }
+
+    /// Reads a state file.
+    pub fn load(path: &Path) -> Result<State> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        codec::decode(&bytes).map_err(|e| e.with_path(path))
+    }
+}
