@@ -46,7 +46,6 @@ pub mod exec;
 pub mod kernel;
 #[doc(hidden)]
 pub mod moments;
-mod state;
 #[doc(hidden)]
 pub mod plan;
 pub mod report;
@@ -55,6 +54,7 @@ mod request;
 pub mod select;
 #[doc(hidden)]
 pub mod source;
+mod state;
 mod stats;
 mod summary;
 
@@ -63,7 +63,6 @@ pub use exec::IoMode;
 /// The `ndarray` colstats's results are built on ([`Values`] holds `Array1`s), re-exported
 /// so that a caller's types are the same version's.
 pub use ndarray;
-pub use state::{InputId, Partial, State};
 pub use plan::MIN_BUDGET;
 pub use request::{CancelToken, Info, PlanSummary, Request};
 pub use select::{ColumnSpec, RowSpec};
@@ -71,6 +70,7 @@ pub use source::inputs::read_list;
 pub use source::{
     shape_str, ArrayMeta, ByteOrder, DType, DatasetInfo, Filter, Format, Kind, Layout, Order,
 };
+pub use state::{InputId, Partial, State};
 pub use summary::{Summary, Values};
 
 /// One statistic colstats computes per column.

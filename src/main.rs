@@ -28,6 +28,30 @@ enum Cmd {
     Stats(StatsArgs),
     /// Show the array's shape, dtype and layout, and the plan a run would follow.
     Info(InfoArgs),
+    /// Merge saved states (--save-state) and print what one run over all their rows prints.
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// State files written by `colstats stats --save-state`, in any order.
+    #[arg(required = true)]
+    states: Vec<PathBuf>,
+    /// Statistics to report (default: those the runs asked for).
+    #[arg(long, value_parser = parse_stats)]
+    stats: Option<StatList>,
+    /// Delta degrees of freedom for var and std (default: the runs').
+    #[arg(long)]
+    ddof: Option<u64>,
+    /// Merge even when rows between the states are missing (they are listed on stderr).
+    #[arg(long)]
+    allow_gaps: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Fmt::Table)]
+    format: Fmt,
+    /// Write the output to FILE (atomically) instead of stdout; `-` is stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,6 +148,9 @@ struct StatsArgs {
     /// (maps on local disks, reads on network filesystems).
     #[arg(long, value_enum, default_value_t = Io::Auto)]
     io: Io,
+    /// Also save the run's mergeable state to FILE (atomically), for `colstats merge`.
+    #[arg(long, value_name = "FILE")]
+    save_state: Option<PathBuf>,
     /// Testing aid: cap the bytes per block below what the budget allows.
     #[arg(long, hide = true, value_parser = colstats::parse_size)]
     block_limit: Option<u64>,
@@ -158,6 +185,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Stats(a) => stats(a),
         Cmd::Info(a) => info(a),
+        Cmd::Merge(a) => merge(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -208,12 +236,7 @@ fn progress_bar(mode: ProgressMode) -> ProgressBar {
 }
 
 fn stats(a: StatsArgs) -> Result<(), String> {
-    let fmt = match a.format {
-        Fmt::Table => OutFormat::Table,
-        Fmt::Json => OutFormat::Json,
-        Fmt::Csv => OutFormat::Csv,
-        Fmt::Npz => OutFormat::Npz,
-    };
+    let fmt = out_format(a.format);
     if fmt == OutFormat::Npz && a.output.is_none() {
         clap::Error::raw(
             clap::error::ErrorKind::MissingRequiredArgument,
@@ -253,26 +276,114 @@ fn stats(a: StatsArgs) -> Result<(), String> {
         Io::Mmap => colstats::IoMode::Mmap,
         Io::Read => colstats::IoMode::Read,
     });
+    // Outputs that cannot be written are found before any data is read.
+    for p in a.output.iter().chain(&a.save_state) {
+        check_writable(p)?;
+    }
     let pb = progress_bar(a.progress);
-    let res = req.run_with_progress(|done, total| {
+    let on_progress = |done, total| {
         pb.set_length(total);
         pb.set_position(done);
-    });
+    };
+    let res = match &a.save_state {
+        Some(_) => req.run_with_state(on_progress).map(|(s, st)| (s, Some(st))),
+        None => req.run_with_progress(on_progress).map(|s| (s, None)),
+    };
     pb.finish_and_clear();
-    let summary = res.map_err(|e| e.cli_message())?;
-    if let Some(t) = a.threads {
+    let (summary, state) = res.map_err(|e| e.cli_message())?;
+    if let (Some(path), Some(state)) = (&a.save_state, state) {
+        state.save(path).map_err(|e| e.cli_message())?;
+    }
+    emit(&summary, fmt, a.output.as_deref(), a.threads)
+}
+
+/// An output path that cannot be written (a missing or read-only directory) is an error
+/// before the run: a temporary file is created beside it and removed.
+fn check_writable(path: &std::path::Path) -> Result<(), String> {
+    if path == std::path::Path::new("-") {
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if path.is_dir() {
+        return Err(format!(
+            "{}: cannot write output: is a directory",
+            path.display()
+        ));
+    }
+    tempfile::Builder::new()
+        .prefix(".colstats-check")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("{}: cannot write output: {e}", path.display()))
+}
+
+fn merge(a: MergeArgs) -> Result<(), String> {
+    let fmt = out_format(a.format);
+    if fmt == OutFormat::Npz && a.output.is_none() {
+        clap::Error::raw(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--format npz needs -o FILE.npz\n",
+        )
+        .exit();
+    }
+    if let Some(p) = &a.output {
+        check_writable(p)?;
+    }
+    let state = colstats::State::merge_files(&a.states, a.allow_gaps).map_err(|e| {
+        let m = e.cli_message();
+        if e.kind() == colstats::ErrorKind::Gap {
+            format!("{m} (merge anyway with --allow-gaps)")
+        } else {
+            m
+        }
+    })?;
+    for g in state.gaps() {
+        eprintln!(
+            "warning: rows {}:{} are missing from the merged result",
+            g.start, g.end
+        );
+    }
+    let summary = match &a.stats {
+        Some(s) => state
+            .finish_with(&s.0, a.ddof)
+            .map_err(|e| e.cli_message())?,
+        None => state.finish(a.ddof),
+    };
+    emit(&summary, fmt, a.output.as_deref(), None)
+}
+
+fn out_format(f: Fmt) -> OutFormat {
+    match f {
+        Fmt::Table => OutFormat::Table,
+        Fmt::Json => OutFormat::Json,
+        Fmt::Csv => OutFormat::Csv,
+        Fmt::Npz => OutFormat::Npz,
+    }
+}
+
+/// Formats `summary` and writes it to `output` (atomically) or stdout (`None` or `-`).
+fn emit(
+    summary: &colstats::Summary,
+    fmt: OutFormat,
+    output: Option<&std::path::Path>,
+    threads: Option<u64>,
+) -> Result<(), String> {
+    if let Some(t) = threads {
         // Large outputs are formatted on rayon's global pool: it too keeps to --threads.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(t as usize)
             .build_global();
     }
     let bytes = match fmt {
-        OutFormat::Table => report::to_table(&summary).into_bytes(),
-        OutFormat::Json => report::to_json(&summary).into_bytes(),
-        OutFormat::Csv => report::to_csv(&summary).into_bytes(),
-        OutFormat::Npz => report::write_npz(&summary),
+        OutFormat::Table => report::to_table(summary).into_bytes(),
+        OutFormat::Json => report::to_json(summary).into_bytes(),
+        OutFormat::Csv => report::to_csv(summary).into_bytes(),
+        OutFormat::Npz => report::write_npz(summary),
     };
-    match &a.output {
+    match output.filter(|p| *p != std::path::Path::new("-")) {
         Some(path) => report::write_atomic(path, &bytes)
             .map_err(|e| format!("{}: cannot write output: {e}", path.display())),
         None => {

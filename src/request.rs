@@ -339,10 +339,7 @@ impl Request {
     }
 
     /// Runs the reduction and returns both its summary and its mergeable state.
-    pub fn run_with_state(
-        &self,
-        progress: impl Fn(u64, u64) + Sync,
-    ) -> Result<(Summary, State)> {
+    pub fn run_with_state(&self, progress: impl Fn(u64, u64) + Sync) -> Result<(Summary, State)> {
         let (summary, state) = self.execute(&progress, true)?;
         Ok((summary, state.expect("asked for the state")))
     }

@@ -3,6 +3,7 @@
 //! library or the tests themselves, and compare with exact references.
 
 mod api;
+mod batch;
 mod common;
 mod datagen;
 mod fixtures_numpy;

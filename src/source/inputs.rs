@@ -50,7 +50,12 @@ impl Inputs {
         }
         let mut sources = Vec::with_capacity(paths.len());
         for p in paths {
-            sources.push(open(p, dataset)?);
+            // With several inputs the dataset applies to the HDF5 ones; `.npy` inputs mix in.
+            let ds = match dataset {
+                Some(_) if paths.len() > 1 && super::sniff(p)? != super::Format::Hdf5 => None,
+                d => d,
+            };
+            sources.push(open(p, ds)?);
         }
         Inputs::from_sources(sources)
     }

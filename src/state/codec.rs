@@ -128,7 +128,9 @@ struct Rd<'a> {
 impl<'a> Rd<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.b.len() {
-            return Err(bad("corrupt state: a field runs past the end of the payload"));
+            return Err(bad(
+                "corrupt state: a field runs past the end of the payload",
+            ));
         }
         let (h, t) = self.b.split_at(n);
         self.b = t;
@@ -138,13 +140,19 @@ impl<'a> Rd<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn i128(&mut self) -> Result<i128> {
-        Ok(i128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
+        Ok(i128::from_le_bytes(
+            self.take(16)?.try_into().expect("16 bytes"),
+        ))
     }
     fn f64(&mut self) -> Result<f64> {
         Ok(f64::from_bits(self.u64()?))
@@ -196,6 +204,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State> {
              (written by a newer colstats?)"
         )));
     }
+    let flags = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    if flags != 0 {
+        return Err(bad(format!(
+            "state flags {flags:#x} are unknown to this colstats (written by a newer one?)"
+        )));
+    }
     let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
     let have = (bytes.len() - HEAD - 4) as u64;
     if len != have {
@@ -225,7 +239,11 @@ fn parse(r: &mut Rd<'_>) -> Result<State> {
         3 => Kind::Float,
         k => return Err(bad(format!("corrupt state: unknown dtype kind {k}"))),
     };
-    let order = if big == 1 { ByteOrder::Big } else { ByteOrder::Little };
+    let order = if big == 1 {
+        ByteOrder::Big
+    } else {
+        ByteOrder::Little
+    };
     let dtype = DType::new(kind, size as usize, order)
         .ok_or_else(|| bad(format!("corrupt state: no {size}-byte type of that kind")))?;
     let ddof = r.u64()?;
@@ -343,15 +361,12 @@ fn validate(s: &State) -> Result<()> {
     if s.shape.is_empty() || s.shape.len() > 64 {
         return fail("bad shape");
     }
-    let columns = s.shape[1..]
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d));
+    let columns = s.shape[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d));
     let Some(ncols) = columns else {
         return fail("bad shape");
     };
     let nrows = s.shape[0];
-    if s.columns.windows(2).any(|w| w[0] >= w[1]) || s.columns.last().is_some_and(|&c| c >= ncols)
-    {
+    if s.columns.windows(2).any(|w| w[0] >= w[1]) || s.columns.last().is_some_and(|&c| c >= ncols) {
         return fail("columns out of order or out of range");
     }
     if s.output.iter().any(|c| s.columns.binary_search(c).is_err()) {
@@ -372,7 +387,10 @@ fn validate(s: &State) -> Result<()> {
             return fail("domains out of order or out of range");
         }
         at = d.rows.end;
-        if d.nodes.windows(2).any(|w| w[0].first_leaf > w[1].first_leaf) {
+        if d.nodes
+            .windows(2)
+            .any(|w| w[0].first_leaf > w[1].first_leaf)
+        {
             return fail("tree nodes out of order");
         }
     }
@@ -381,7 +399,7 @@ fn validate(s: &State) -> Result<()> {
         if i.start != at {
             return fail("inputs out of order");
         }
-        at = i.start.checked_add(i.rows).unwrap_or(u64::MAX);
+        at = i.start.saturating_add(i.rows);
     }
     if !s.inputs.is_empty() && at != nrows {
         return fail("the inputs' rows do not add up to the array's");

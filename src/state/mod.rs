@@ -46,7 +46,8 @@ impl InputId {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let md = f.metadata().map_err(|e| Error::io(path, e))?;
         let mut head = vec![0u8; md.len().min(4096) as usize];
-        f.read_exact_at(&mut head, 0).map_err(|e| Error::io(path, e))?;
+        f.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io(path, e))?;
         Ok(InputId {
             path: path.to_path_buf(),
             start,
@@ -155,12 +156,15 @@ impl State {
             ))
         };
         if self.inputs.len() != other.inputs.len()
-            || self.inputs.iter().zip(&other.inputs).any(|(a, b)| !a.same_data(b))
+            || self
+                .inputs
+                .iter()
+                .zip(&other.inputs)
+                .any(|(a, b)| !a.same_data(b))
         {
             return differ("inputs");
         }
-        if self.dtype != other.dtype || self.shape != other.shape || self.dataset != other.dataset
-        {
+        if self.dtype != other.dtype || self.shape != other.shape || self.dataset != other.dataset {
             return differ("arrays");
         }
         if self.columns != other.columns || self.output != other.output {
@@ -265,7 +269,11 @@ impl State {
             .iter()
             .map(|c| accs[self.columns.binary_search(c).expect("validated")])
             .collect();
-        let path = self.inputs.first().map(|i| i.path.clone()).unwrap_or_default();
+        let path = self
+            .inputs
+            .first()
+            .map(|i| i.path.clone())
+            .unwrap_or_default();
         let mut s = crate::request::summarise(
             &crate::request::Finish {
                 stats,
@@ -283,6 +291,57 @@ impl State {
         s.dataset = self.dataset.clone();
         s.inputs = self.inputs.iter().map(|i| i.path.clone()).collect();
         Ok(s)
+    }
+
+    /// Loads the state files `paths` and merges them, in any order: states whose rows
+    /// overlap, or that differ in inputs, columns, NaN policy or statistics, are refused
+    /// naming both files. Rows between the states that none covers are an
+    /// [`ErrorKind::Gap`] error unless `allow_gaps`; the merged state's [`State::gaps`] lists
+    /// them.
+    pub fn merge_files<P: AsRef<Path>>(paths: &[P], allow_gaps: bool) -> Result<State> {
+        let mut states = Vec::with_capacity(paths.len());
+        for p in paths {
+            states.push((p.as_ref(), State::load(p.as_ref())?));
+        }
+        if states.is_empty() {
+            return Err(Error::new(ErrorKind::Request, None, "no state files"));
+        }
+        // Merge in row order, so that any order of the arguments gives the same bits.
+        states.sort_by_key(|(_, s)| s.rows.first().map_or(0, |r| r.start));
+        let mut merged = states[0].1.clone();
+        for (k, (p, s)) in states.iter().enumerate().skip(1) {
+            if let Err(e) = merged.merge(s) {
+                // Name the earlier state it clashes with: one whose rows it overlaps, else
+                // the first.
+                let overlaps = |t: &State| {
+                    t.rows
+                        .iter()
+                        .any(|r| s.rows.iter().any(|x| x.start < r.end && r.start < x.end))
+                };
+                let other = states[..k]
+                    .iter()
+                    .find(|(_, t)| overlaps(t))
+                    .map_or(states[0].0, |(q, _)| *q);
+                return Err(Error::new(
+                    e.kind(),
+                    Some(p),
+                    format!("{} (and {})", e.message(), other.display()),
+                ));
+            }
+        }
+        let gaps = merged.gaps();
+        if !gaps.is_empty() && !allow_gaps {
+            let list: Vec<String> = gaps
+                .iter()
+                .map(|g| format!("{}:{}", g.start, g.end))
+                .collect();
+            return Err(Error::new(
+                ErrorKind::Gap,
+                None,
+                format!("no state covers rows {}", list.join(", ")),
+            ));
+        }
+        Ok(merged)
     }
 
     /// The state as bytes (see `docs/state-format.md`).

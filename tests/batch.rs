@@ -1,0 +1,507 @@
+//! Several inputs as one array, per-input results, saved states and `merge`: shards of a
+//! generated array give the bits of one run over the whole file for any split (0- and
+//! 1-row shards, mixed byte order, mixed `.npy` and contiguous HDF5), thread count and
+//! budget; states merge to those bits in any order and grouping; every refusal is one line,
+//! exit status 1, and leaves no output file; a damaged state file is an error, never a panic.
+
+use crate::common::*;
+use colstats::{ColumnSpec, ErrorKind, Request, RowSpec, Stat, State, Summary};
+use std::path::{Path, PathBuf};
+
+/// `rows` x `cols` float64 values around 1e9 (so a wrong shift or merge shows in var's
+/// last bits) with some NaNs, row-major.
+fn values(rows: usize, cols: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Rng(seed);
+    (0..rows * cols)
+        .map(|i| {
+            if rng.next() % 97 == 0 {
+                f64::NAN
+            } else {
+                1e9 + (rng.range(-1 << 40, 1 << 40) as f64) / (1u64 << 38) as f64 + (i % 7) as f64
+            }
+        })
+        .collect()
+}
+
+fn f64_bytes(v: &[f64], big: bool) -> Vec<u8> {
+    v.iter()
+        .flat_map(|x| {
+            if big {
+                x.to_be_bytes()
+            } else {
+                x.to_le_bytes()
+            }
+        })
+        .collect()
+}
+
+/// Writes rows `a..b` of `v` (`cols` wide) as a `.npy` shard, big-endian when `big`.
+fn shard(path: &Path, v: &[f64], cols: usize, (a, b): (usize, usize), big: bool) {
+    let descr = if big { ">f8" } else { "<f8" };
+    let data = f64_bytes(&v[a * cols..b * cols], big);
+    write_npy(path, descr, false, &[(b - a) as u64, cols as u64], &data);
+}
+
+/// Random cut points of `rows` into `n` shards (some empty, some of one row).
+fn cuts(rows: usize, n: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
+    let mut b: Vec<usize> = (1..n)
+        .map(|k| match rng.next() % 5 {
+            0 if k > 1 => usize::MAX, // repeat the previous cut: an empty shard
+            _ => rng.range(0, rows as i64 + 1) as usize,
+        })
+        .collect();
+    let mut last = 0;
+    for x in b.iter_mut() {
+        if *x == usize::MAX {
+            *x = last;
+        }
+        last = *x;
+    }
+    b.push(0);
+    b.push(rows);
+    b.sort_unstable();
+    // One-row shards too.
+    if rows > 10 && n > 3 {
+        b[1] = b[2].saturating_sub(1).max(b[0]);
+    }
+    b.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+fn same_bits(a: &Summary, b: &Summary, what: &str) {
+    assert_eq!(a.rows, b.rows, "{what}: rows");
+    assert_eq!(a.columns, b.columns, "{what}: columns");
+    for s in &a.stats {
+        let (x, y) = (a.get_f64(*s).unwrap(), b.get_f64(*s).unwrap());
+        let same = x.len() == y.len() && x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "{what}: {s:?} differs: {x:?} vs {y:?}");
+    }
+}
+
+struct Split {
+    _dir: tempfile::TempDir,
+    whole: PathBuf,
+    shards: Vec<PathBuf>,
+    bounds: Vec<(usize, usize)>,
+}
+
+fn split(rows: usize, cols: usize, n: usize, seed: u64) -> Split {
+    let dir = tmpdir();
+    let v = values(rows, cols, seed);
+    let whole = dir.path().join("whole.npy");
+    shard(&whole, &v, cols, (0, rows), false);
+    let mut rng = Rng(seed ^ 0x5eed);
+    let bounds = cuts(rows, n, &mut rng);
+    let shards = bounds
+        .iter()
+        .enumerate()
+        .map(|(i, &ab)| {
+            let p = dir.path().join(format!("s{i:03}.npy"));
+            shard(&p, &v, cols, ab, rng.next() % 3 == 0);
+            p
+        })
+        .collect();
+    Split {
+        _dir: dir,
+        whole,
+        shards,
+        bounds,
+    }
+}
+
+#[test]
+fn shards_give_the_bits_of_one_file_for_any_split_threads_and_budget() {
+    let mut rng = Rng(11);
+    for case in 0..14u64 {
+        let cols = [1, 3, 4, 7, 20, 33][case as usize % 6];
+        let rows = 3_000 + rng.range(0, 40_000) as usize;
+        let n = 1 + rng.range(0, 50) as usize;
+        let sp = split(rows, cols, n, 100 + case);
+        let sel: Option<(ColumnSpec, RowSpec)> = match case % 3 {
+            0 => None,
+            1 => Some((
+                "0:1".parse().unwrap(),
+                RowSpec::new(Some(rng.range(0, 999)), None),
+            )),
+            _ => Some((
+                format!("{}", cols - 1).parse().unwrap(),
+                RowSpec::new(Some(17), Some(rows as i64 - 5)),
+            )),
+        };
+        let with = |r: Request| match &sel {
+            Some((c, rs)) => r.columns(c.clone()).rows(*rs),
+            None => r,
+        };
+        let want = with(Request::new(&sp.whole).threads(1)).run().unwrap();
+        for (threads, memory, limit) in [
+            (1, 1u64 << 20, 64u64 << 10),
+            (2, 64 << 20, 1 << 30),
+            (2, 2 << 20, 300 << 10),
+        ] {
+            let got = with(Request::inputs(&sp.shards))
+                .threads(threads)
+                .memory(memory)
+                .block_limit(limit)
+                .run()
+                .unwrap();
+            same_bits(
+                &got,
+                &want,
+                &format!("case {case}: {n} shards of {rows}x{cols}, {threads} threads, {memory} B"),
+            );
+        }
+    }
+}
+
+#[test]
+fn per_input_results_are_the_run_over_each_inputs_rows() {
+    let sp = split(20_000, 5, 9, 7);
+    let all = Request::inputs(&sp.shards)
+        .per_input(true)
+        .threads(2)
+        .block_limit(100 << 10)
+        .run()
+        .unwrap();
+    assert_eq!(all.per_input.len(), sp.shards.len());
+    let total = Request::inputs(&sp.shards).threads(1).run().unwrap();
+    same_bits(&all, &total, "the combined result with per-input results");
+    for (i, (s, &(a, b))) in all.per_input.iter().zip(&sp.bounds).enumerate() {
+        assert_eq!(s.path, sp.shards[i]);
+        // Bit for bit the run over the concatenation restricted to the input's rows ...
+        if a < b {
+            let alone = Request::inputs(&sp.shards)
+                .rows(RowSpec::new(Some(a as i64), Some(b as i64)))
+                .threads(1)
+                .run()
+                .unwrap();
+            same_bits(s, &alone, &format!("input {i} vs --rows {a}:{b}"));
+        }
+        // ... and exactly the counts and extremes of the input on its own.
+        let own = Request::new(&sp.shards[i]).run().unwrap();
+        for st in [Stat::Count, Stat::NanCount, Stat::Min, Stat::Max] {
+            let (x, y) = (s.get_f64(st).unwrap(), own.get_f64(st).unwrap());
+            assert!(
+                x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "input {i} {st:?}"
+            );
+        }
+    }
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    bin().args(args).output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn cli_takes_files_lists_and_globs_and_reports_per_file() {
+    let sp = split(5_000, 3, 6, 3);
+    let dir = sp.whole.parent().unwrap();
+    let mut args = vec!["stats", "--format", "json"];
+    args.extend(sp.shards.iter().map(|p| s(p)));
+    let by_args = cli(&args);
+    assert!(
+        by_args.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_args.stderr)
+    );
+    let list = dir.join("list.txt");
+    let text: String = sp
+        .shards
+        .iter()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    std::fs::write(&list, text).unwrap();
+    let by_list = cli(&["stats", "--format", "json", "--files-from", s(&list)]);
+    assert_eq!(by_list.stdout, by_args.stdout);
+    let pattern = format!("{}/s*.npy", dir.display());
+    let by_glob = cli(&["stats", "--format", "json", &pattern]);
+    assert_eq!(by_glob.stdout, by_args.stdout);
+    let v = json(&by_args.stdout);
+    assert_eq!(v["file"].as_array().unwrap().len(), sp.shards.len());
+    assert_eq!(v["rows"], 5_000);
+    // Per file: a `files` array with the same keys; CSV with a leading file column.
+    let mut pf = args.clone();
+    pf.push("--per-file");
+    let out = json(&cli(&pf).stdout);
+    let files = out["files"].as_array().unwrap();
+    assert_eq!(files.len(), sp.shards.len());
+    for (f, p) in files.iter().zip(&sp.shards) {
+        assert_eq!(f["file"], s(p));
+        for key in [
+            "dataset", "dtype", "shape", "rows", "columns", "ddof", "nan", "stats",
+        ] {
+            assert!(f.get(key).is_some(), "per-file object lacks {key}");
+        }
+    }
+    assert_eq!(out["stats"], v["stats"]);
+    let mut csv = pf.clone();
+    csv[2] = "csv";
+    let text = String::from_utf8(cli(&csv).stdout).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("file,column,count"));
+    assert_eq!(text.lines().count(), 1 + 3 * (sp.shards.len() + 1));
+    assert!(text.lines().last().unwrap().starts_with(",2,"));
+}
+
+#[test]
+fn saved_states_merge_to_the_bits_of_one_run_in_any_order() {
+    let sp = split(100_000, 4, 7, 5);
+    let dir = sp.whole.parent().unwrap();
+    let shards: Vec<&str> = sp.shards.iter().map(|p| s(p)).collect();
+    let mut one = vec!["stats", "--format", "json"];
+    one.extend(&shards);
+    let want = cli(&one);
+    assert!(want.status.success());
+    // Leaf-aligned slices (leaves here are 4096 rows).
+    let bounds = [0, 32768, 40960, 65536, 100_000];
+    let mut states = Vec::new();
+    for (k, w) in bounds.windows(2).enumerate() {
+        let st = dir.join(format!("part-{k}.cstate"));
+        let rows = format!("{}:{}", w[0], w[1]);
+        let mut a = vec!["stats", "--rows", &rows, "--save-state", s(&st), "-o"];
+        let sink = dir.join(format!("out-{k}.txt"));
+        a.push(s(&sink));
+        a.push("--threads");
+        a.push(if k % 2 == 0 { "1" } else { "2" });
+        a.extend(&shards);
+        let out = cli(&a);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        states.push(st);
+    }
+    for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+        let mut m = vec!["merge", "--format", "json"];
+        m.extend(order.iter().map(|&i| s(&states[i])));
+        let got = cli(&m);
+        assert!(
+            got.status.success(),
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            String::from_utf8_lossy(&want.stdout),
+            "merge in order {order:?}"
+        );
+    }
+    // Grouping: merge states pairwise through the library, then the pairs.
+    let load = |i: usize| State::load(&states[i]).unwrap();
+    let mut left = load(0);
+    left.merge(&load(1)).unwrap();
+    let mut right = load(3);
+    right.merge(&load(2)).unwrap();
+    right.merge(&left).unwrap();
+    let whole = Request::inputs(&sp.shards).run().unwrap();
+    same_bits(&right.finish(None), &whole, "pairs of pairs");
+    // ddof is applied at the end.
+    let ddof1 = cli(&[
+        "merge",
+        "--format",
+        "json",
+        "--ddof",
+        "1",
+        s(&states[0]),
+        s(&states[1]),
+        s(&states[2]),
+        s(&states[3]),
+    ]);
+    let mut one1 = one.clone();
+    one1.extend(["--ddof", "1"]);
+    assert_eq!(ddof1.stdout, cli(&one1).stdout);
+}
+
+#[test]
+fn merge_refuses_overlaps_gaps_and_other_arrays_naming_the_files() {
+    let sp = split(50_000, 2, 3, 9);
+    let dir = sp.whole.parent().unwrap();
+    let save = |name: &str, extra: &[&str], inputs: &[&str]| -> PathBuf {
+        let p = dir.join(name);
+        let mut a = vec!["stats", "-o", "/dev/null", "--save-state", s(&p)];
+        a.extend(extra);
+        a.extend(inputs);
+        let out = cli(&a);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        p
+    };
+    let shards: Vec<&str> = sp.shards.iter().map(|p| s(p)).collect();
+    let a = save("a.cstate", &["--rows", "0:16384"], &shards);
+    let b = save("b.cstate", &["--rows", "8192:32768"], &shards);
+    let c = save("c.cstate", &["--rows", "32768:"], &shards);
+    let d = save(
+        "d.cstate",
+        &["--rows", "16384:32768", "--columns", "1"],
+        &shards,
+    );
+    let e = save("e.cstate", &["--rows", "16384:32768"], &[s(&sp.whole)]);
+    let refused = |args: &[&str], want: &[&str]| {
+        let out = dir.join("merged.json");
+        let mut m = vec!["merge", "-o", s(&out)];
+        m.extend(args);
+        let r = cli(&m);
+        let err = String::from_utf8_lossy(&r.stderr).to_string();
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: "), "{err}");
+        for w in want {
+            assert!(err.contains(w), "{args:?}: {err} lacks {w}");
+        }
+        assert!(!out.exists(), "no output is left behind");
+    };
+    refused(&[s(&a), s(&b)], &["overlap", "a.cstate", "b.cstate"]);
+    refused(&[s(&a), s(&c)], &["16384:32768", "--allow-gaps"]);
+    refused(&[s(&a), s(&d)], &["columns", "a.cstate", "d.cstate"]);
+    refused(&[s(&a), s(&e)], &["inputs", "e.cstate"]);
+    // --allow-gaps merges and says which rows are missing.
+    let r = cli(&["merge", "--allow-gaps", "--format", "json", s(&a), s(&c)]);
+    assert!(r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("rows 16384:32768 are missing"));
+    assert_eq!(json(&r.stdout)["rows"], 50_000 - 16_384);
+}
+
+#[test]
+fn damaged_state_files_are_clean_errors() {
+    let sp = split(300, 2, 2, 4);
+    let st = Request::inputs(&sp.shards).run_state().unwrap();
+    let bytes = st.to_bytes();
+    assert_eq!(State::from_bytes(&bytes).unwrap(), st);
+    for n in 0..bytes.len() {
+        let e = State::from_bytes(&bytes[..n]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::State, "truncated at {n}: {e}");
+    }
+    for i in 0..bytes.len() {
+        for bit in [0, 3, 7] {
+            let mut b = bytes.clone();
+            b[i] ^= 1 << bit;
+            match State::from_bytes(&b) {
+                Err(e) => assert_eq!(e.kind(), ErrorKind::State, "flip at {i}: {e}"),
+                Ok(s) => panic!("a flipped bit at {i} was accepted: {s:?}"),
+            }
+        }
+    }
+    let mut future = bytes.clone();
+    future[8] = 2;
+    let e = State::from_bytes(&future).unwrap_err().to_string();
+    assert!(e.contains("version 2"), "{e}");
+    // Through the CLI: one line naming the file.
+    let dir = sp.whole.parent().unwrap();
+    let cut = dir.join("cut.cstate");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let r = cli(&["merge", s(&cut)]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.starts_with(&format!("error: {}: truncated", cut.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn inputs_that_do_not_concatenate_are_refused_before_reading() {
+    let dir = tmpdir();
+    let v = values(100, 3, 1);
+    let a = dir.path().join("a.npy");
+    shard(&a, &v, 3, (0, 100), false);
+    let f4 = dir.path().join("f4.npy");
+    let data: Vec<u8> = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+    write_npy(&f4, "<f4", false, &[100, 3], &data);
+    let wide = dir.path().join("wide.npy");
+    write_npy(&wide, "<f8", false, &[50, 6], &f64_bytes(&v[..300], false));
+    let missing = dir.path().join("missing.npy");
+    let out = dir.path().join("out.json");
+    for (b, want) in [
+        (&f4, "dtype float32 differs from float64 of"),
+        (&wide, "shape (50, 6) does not concatenate with (100, 3)"),
+        (&missing, "No such file"),
+    ] {
+        let r = cli(&["stats", "-o", s(&out), s(&a), s(&a), s(b), s(&a)]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with(&format!("error: {}: ", b.display())),
+            "{err}"
+        );
+        assert!(err.contains(want), "{err}");
+        assert!(!out.exists());
+    }
+    // An output that cannot be written is refused before any data is read.
+    let r = cli(&["stats", "-o", "/nonexistent/dir/out.json", s(&a)]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot write output"));
+}
+
+#[cfg(feature = "hdf5")]
+#[test]
+fn npy_and_contiguous_hdf5_shards_mix_and_chunked_shards_keep_their_leaves() {
+    let dir = tmpdir();
+    let (rows, cols) = (30_000, 4);
+    let v = values(rows, cols, 21);
+    let whole = dir.path().join("whole.npy");
+    shard(&whole, &v, cols, (0, rows), false);
+    let bounds = [
+        (0, 7_001),
+        (7_001, 7_002),
+        (7_002, 19_999),
+        (19_999, 30_000),
+    ];
+    let mut contig = Vec::new();
+    let mut chunked = Vec::new();
+    for (i, &(a, b)) in bounds.iter().enumerate() {
+        let arr =
+            ndarray::Array2::from_shape_vec((b - a, cols), v[a * cols..b * cols].to_vec()).unwrap();
+        let h = dir.path().join(format!("h{i}.h5"));
+        let f = hdf5::File::create(&h).unwrap();
+        f.new_dataset_builder().with_data(&arr).create("x").unwrap();
+        f.new_dataset_builder()
+            .with_data(&arr)
+            .chunk((1000.min(b - a), cols))
+            .deflate(1)
+            .create("z")
+            .unwrap();
+        drop(f);
+        let n = dir.path().join(format!("n{i}.npy"));
+        shard(&n, &v, cols, (a, b), i == 2);
+        if i % 2 == 0 {
+            contig.push(h.clone());
+        } else {
+            contig.push(n.clone());
+        }
+        chunked.push(h);
+    }
+    let want = Request::new(&whole).run().unwrap();
+    for t in [1, 2] {
+        let got = Request::inputs(&contig)
+            .dataset("x")
+            .threads(t)
+            .block_limit(128 << 10)
+            .run()
+            .unwrap();
+        same_bits(&got, &want, &format!("npy + contiguous HDF5, {t} threads"));
+    }
+    let first = Request::inputs(&chunked)
+        .dataset("z")
+        .threads(1)
+        .run()
+        .unwrap();
+    for (t, m) in [(2, 1u64 << 20), (2, 256 << 20)] {
+        let got = Request::inputs(&chunked)
+            .dataset("z")
+            .threads(t)
+            .memory(m)
+            .run()
+            .unwrap();
+        same_bits(&got, &first, &format!("chunked shards, {t} threads, {m} B"));
+    }
+    for st in [Stat::Count, Stat::Min, Stat::Max] {
+        assert_eq!(first.get_f64(st), want.get_f64(st));
+    }
+}
