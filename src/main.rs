@@ -156,10 +156,30 @@ struct StatsArgs {
     block_limit: Option<u64>,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum InfoFmt {
+    Text,
+    Json,
+}
+
 #[derive(clap::Args)]
 struct InfoArgs {
-    /// A .npy or HDF5 file.
-    file: PathBuf,
+    /// .npy or HDF5 files (several: their concatenation, as `stats` reads them).
+    #[arg(required_unless_present = "files_from")]
+    files: Vec<PathBuf>,
+    /// Read input paths from LIST, one a line (`-`: standard input), after any FILEs.
+    #[arg(long, value_name = "LIST")]
+    files_from: Option<PathBuf>,
+    /// Print N leaf-aligned `--rows` ranges of about equal bytes, one a line (A:B), for job
+    /// arrays: their saved states merge to the bits of one run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    shards: Option<u64>,
+    /// Only these rows (with --shards).
+    #[arg(long, allow_hyphen_values = true)]
+    rows: Option<RowSpec>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = InfoFmt::Text)]
+    format: InfoFmt,
     /// HDF5 dataset path, e.g. /group/name.
     #[arg(long)]
     dataset: Option<String>,
@@ -442,16 +462,48 @@ fn human(bytes: u64) -> String {
 }
 
 fn info(a: InfoArgs) -> Result<(), String> {
-    let mut req = Request::new(&a.file).memory(a.memory);
+    let files = input_list(&a.files, a.files_from.as_deref())?;
+    let mut req = Request::inputs(&files).memory(a.memory);
     if let Some(d) = a.dataset {
         req = req.dataset(d);
     }
     if let Some(t) = a.threads {
         req = req.threads(t as usize);
     }
+    if let Some(r) = a.rows {
+        req = req.rows(r);
+    }
+    if let Some(n) = a.shards {
+        let ranges = req.shards(n).map_err(|e| e.cli_message())?;
+        let o: String = match a.format {
+            InfoFmt::Text => ranges
+                .iter()
+                .map(|r| format!("{}:{}\n", r.start, r.end))
+                .collect(),
+            InfoFmt::Json => {
+                let v: Vec<[u64; 2]> = ranges.iter().map(|r| [r.start, r.end]).collect();
+                format!("{}\n", serde_json::to_string(&v).expect("serialisable"))
+            }
+        };
+        return write_stdout(o.as_bytes());
+    }
     let info = req.info().map_err(|e| e.cli_message())?;
+    if let InfoFmt::Json = a.format {
+        return write_stdout(report::info_json(&info).as_bytes());
+    }
     let mut o = String::new();
-    o.push_str(&format!("file:      {}\n", a.file.display()));
+    if files.len() > 1 {
+        o.push_str(&format!("inputs:    {} (read as one array)\n", files.len()));
+        for f in &files {
+            o.push_str(&format!("  {}\n", f.display()));
+        }
+        o.push_str(&format!(
+            "domains:   {} (merge trees; see the README)\n",
+            info.domains
+        ));
+    } else {
+        o.push_str(&format!("file:      {}\n", files[0].display()));
+    }
     o.push_str(&format!(
         "format:    {}\n",
         match info.format {
@@ -524,7 +576,7 @@ fn info(a: InfoArgs) -> Result<(), String> {
             m.data_bytes,
             human(m.data_bytes)
         ));
-        if m.mapped {
+        if m.mapped && files.len() == 1 {
             o.push_str(&format!("offset:    {}\n", m.data_offset));
         }
         o.push_str("plan:\n");
@@ -552,8 +604,12 @@ fn info(a: InfoArgs) -> Result<(), String> {
         o.push_str(&format!("  leaf rows:        {}\n", p.leaf_rows));
         o.push_str(&format!("  est. peak memory: {}\n", human(p.est_memory)));
     }
+    write_stdout(o.as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(o.as_bytes()) {
+    match out.write_all(bytes).and_then(|_| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(format!("-: cannot write output: {e}"))
         }

@@ -21,6 +21,11 @@ pub struct Info {
     pub array: Option<(ArrayMeta, PlanSummary)>,
     /// Worker threads the plan assumes.
     pub threads: usize,
+    /// The inputs (several are read as one array; then `array` is their concatenation and
+    /// its plan the sum of the domains' plans).
+    pub inputs: Vec<PathBuf>,
+    /// Merge-tree domains of the inputs (see [`Request::inputs`]).
+    pub domains: usize,
 }
 
 /// The plan a run would follow, as `colstats info` shows it.
@@ -255,9 +260,52 @@ impl Request {
         }
     }
 
+    /// `n` leaf-aligned row ranges of about equal size covering the selected rows (all rows
+    /// by default): runs over them, saved with [`Request::run_state`] and merged, give the
+    /// bits of one run over all the rows. Fewer than `n` when there are fewer leaves.
+    pub fn shards(&self, n: u64) -> Result<Vec<std::ops::Range<u64>>> {
+        if n == 0 {
+            return Err(Error::request(
+                &self.path,
+                "the shard count must be at least 1",
+            ));
+        }
+        let inputs = source::Inputs::open(&self.paths, self.dataset.as_deref())?;
+        let rows = self
+            .rows
+            .unwrap_or(RowSpec::new(None, None))
+            .resolve(inputs.meta.rows);
+        let len = rows.end - rows.start;
+        let mut cuts = vec![rows.start];
+        for k in 1..n {
+            let at = rows.start + ((len as u128 * k as u128 + n as u128 / 2) / n as u128) as u64;
+            // Snap to the nearest leaf boundary of the domain holding the row.
+            let d = inputs
+                .domains
+                .iter()
+                .find(|d| d.rows.contains(&at))
+                .or(inputs.domains.last())
+                .expect("at least one input");
+            let leaf = plan::leaf_rows(&d.meta).max(1);
+            let off = at.saturating_sub(d.rows.start);
+            let snapped = (d.rows.start + (off + leaf / 2) / leaf * leaf).min(d.rows.end);
+            cuts.push(snapped.clamp(rows.start, rows.end));
+        }
+        cuts.push(rows.end);
+        cuts.dedup();
+        Ok(cuts
+            .windows(2)
+            .filter(|w| w[0] < w[1])
+            .map(|w| w[0]..w[1])
+            .collect())
+    }
+
     /// Opens the input and plans a full reduction without reading the data; for an HDF5
     /// file, lists its datasets.
     pub fn info(&self) -> Result<Info> {
+        if self.paths.len() > 1 {
+            return self.info_inputs();
+        }
         let format = source::sniff(&self.path)?;
         let threads = self.thread_count()?;
         #[cfg(feature = "hdf5")]
@@ -280,6 +328,8 @@ impl Request {
             access: String::new(),
             array: None,
             threads,
+            inputs: self.paths.clone(),
+            domains: 1,
         };
         if choose {
             let src = source::open(&self.path, self.dataset.as_deref())?;
@@ -317,6 +367,68 @@ impl Request {
             info.array = Some((src.meta, summary));
         }
         Ok(info)
+    }
+
+    /// [`Request::info`] for several inputs: their concatenation and the sum of the
+    /// domains' plans.
+    fn info_inputs(&self) -> Result<Info> {
+        let threads = self.thread_count()?;
+        let inputs = source::Inputs::open(&self.paths, self.dataset.as_deref())?;
+        let meta = inputs.meta.clone();
+        plan::results_fit(meta.columns, self.memory).map_err(|e| budget_error(&self.path, e))?;
+        let sel: Vec<u64> = (0..meta.columns).collect();
+        let mut sum: Option<PlanSummary> = None;
+        let mut used = 1;
+        for d in &inputs.domains {
+            let segs: Vec<plan::Seg> = d
+                .inputs
+                .clone()
+                .map(|i| plan::Seg {
+                    start: inputs.starts[i] - d.rows.start,
+                    rows: inputs.sources[i].meta.rows,
+                    data_offset: inputs.sources[i].meta.data_offset,
+                })
+                .collect();
+            let parts = plan::Parts {
+                segs: &segs,
+                per_input: false,
+            };
+            let p = plan::plan_parts(
+                &d.meta,
+                &parts,
+                &sel,
+                0..d.meta.rows,
+                self.memory,
+                threads,
+                self.block_limit,
+            )
+            .map_err(|e| budget_error(&inputs.sources[d.inputs.start].meta.path, e))?;
+            used = used.max(p.threads);
+            let ps = PlanSummary::of(&d.meta, &p);
+            sum = Some(match sum {
+                None => ps,
+                Some(mut a) => {
+                    a.blocks += ps.blocks;
+                    a.groups += ps.groups;
+                    a.block_shape = a.block_shape.or(ps.block_shape);
+                    a.block_bytes = a.block_bytes.max(ps.block_bytes);
+                    a.in_flight = a.in_flight.max(ps.in_flight);
+                    a.est_memory = a.est_memory.max(ps.est_memory);
+                    a
+                }
+            });
+        }
+        let first = &inputs.sources[0];
+        Ok(Info {
+            format: first.format,
+            datasets: Vec::new(),
+            dataset: first.dataset.clone(),
+            access: format!("{} inputs as one array", inputs.sources.len()),
+            array: sum.map(|s| (meta, s)),
+            threads: used,
+            inputs: self.paths.clone(),
+            domains: inputs.domains.len(),
+        })
     }
 
     /// Runs the reduction.

@@ -221,6 +221,15 @@ pub fn leaf_rows_chunked(chunk_rows: u64, row_bytes: u64) -> u64 {
     c * prev_pow2(by_bytes.min(by_rows)).max(1)
 }
 
+/// Rows per merge-tree leaf for `meta`: what its layout imposes, whatever the budget.
+pub fn leaf_rows(meta: &ArrayMeta) -> u64 {
+    match (meta.order, meta.chunk_rows) {
+        (Order::F, _) => RUN_LEAF_ROWS,
+        (Order::C, Some(c)) => leaf_rows_chunked(c, meta.columns * meta.dtype.size as u64),
+        (Order::C, None) => leaf_rows_c(meta.columns, meta.dtype.size as u64),
+    }
+}
+
 /// Plans the reduction of columns `sel` (sorted, unique) over `rows` of `meta` on up to
 /// `threads` threads: fewer when the budget cannot hold a block and scratch for each (the
 /// results are the same on any number).
