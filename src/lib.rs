@@ -50,6 +50,7 @@ pub mod moments;
 pub mod plan;
 pub mod report;
 mod request;
+mod run;
 #[doc(hidden)]
 pub mod select;
 #[doc(hidden)]
@@ -65,6 +66,7 @@ pub use exec::IoMode;
 pub use ndarray;
 pub use plan::MIN_BUDGET;
 pub use request::{CancelToken, Info, PlanSummary, Request};
+pub use run::Progress;
 pub use select::{ColumnSpec, RowSpec};
 pub use source::inputs::read_list;
 pub use source::{

@@ -1,15 +1,16 @@
 //! The `colstats` command line: argument parsing, the progress bar and output selection.
 //! All work is done by the library.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use colstats::report::{self, OutFormat};
 use colstats::{ColumnSpec, NanPolicy, Request, RowSpec, Stat};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[path = "cli/progress.rs"]
+mod progress;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Compute per-column statistics (reducing over axis 0).
+    #[command(after_help = STATS_HELP)]
     Stats(StatsArgs),
     /// Show the array's shape, dtype and layout, and the plan a run would follow.
     Info(InfoArgs),
@@ -53,6 +55,19 @@ struct MergeArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
 }
+
+const STATS_HELP: &str = "\
+Statistics: count, nan_count, sum, mean, var, std, min, max.
+
+Exit status: 0 success; 1 an input or option was refused (one line on stderr: `error: FILE: what`);
+2 usage error; 3 with --keep-going, some inputs were skipped (listed as warnings).
+
+Examples:
+  colstats stats big.npy --stats mean,std --format json
+  colstats stats 'shards/*.npy' --per-file --format csv -o stats.csv
+  colstats stats data.h5 --dataset /x --rows 0:1000000 --save-state part-0.cstate
+  colstats merge part-*.cstate --format json
+  colstats stats --files-from list.txt --state-dir job.d --resume --keep-going";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Fmt {
@@ -151,6 +166,17 @@ struct StatsArgs {
     /// Also save the run's mergeable state to FILE (atomically), for `colstats merge`.
     #[arg(long, value_name = "FILE")]
     save_state: Option<PathBuf>,
+    /// Batch mode: keep one state per input in DIR as each completes (atomically); inputs
+    /// are reduced one after another. The result is the same as without.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// With --state-dir: reuse every state in DIR whose input is unchanged, read the rest.
+    #[arg(long, requires = "state_dir")]
+    resume: bool,
+    /// Reduce every readable input, skip the others (each listed on stderr as
+    /// `warning: FILE: reason`, and under `skipped` in JSON); exit status 3 if any was.
+    #[arg(long)]
+    keep_going: bool,
     /// Testing aid: cap the bytes per block below what the budget allows.
     #[arg(long, hide = true, value_parser = colstats::parse_size)]
     block_limit: Option<u64>,
@@ -209,6 +235,7 @@ fn main() -> ExitCode {
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
+        Err(msg) if msg == SKIPPED => ExitCode::from(3),
         Err(msg) => {
             let _ = writeln!(std::io::stderr(), "error: {}", one_line(&msg));
             ExitCode::from(1)
@@ -230,31 +257,6 @@ fn one_line(msg: &str) -> String {
     out
 }
 
-fn progress_bar(mode: ProgressMode) -> ProgressBar {
-    let show = match mode {
-        ProgressMode::Never => false,
-        ProgressMode::Always => true,
-        ProgressMode::Auto => std::io::stderr().is_terminal(),
-    };
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let target = if std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::term_like(Box::new(PlainStderr))
-    };
-    let pb = ProgressBar::with_draw_target(Some(0), target);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-        )
-        .expect("valid template"),
-    );
-    pb.enable_steady_tick(Duration::from_millis(200));
-    pb
-}
-
 fn stats(a: StatsArgs) -> Result<(), String> {
     let fmt = out_format(a.format);
     if fmt == OutFormat::Npz && a.output.is_none() {
@@ -267,6 +269,7 @@ fn stats(a: StatsArgs) -> Result<(), String> {
     let files = input_list(&a.files, a.files_from.as_deref())?;
     let mut req = Request::inputs(&files)
         .per_input(a.per_file)
+        .keep_going(a.keep_going)
         .ddof(a.ddof)
         .memory(a.memory)
         .nan(match a.nan {
@@ -300,22 +303,29 @@ fn stats(a: StatsArgs) -> Result<(), String> {
     for p in a.output.iter().chain(&a.save_state) {
         check_writable(p)?;
     }
-    let pb = progress_bar(a.progress);
-    let on_progress = |done, total| {
-        pb.set_length(total);
-        pb.set_position(done);
-    };
-    let res = match &a.save_state {
-        Some(_) => req.run_with_state(on_progress).map(|(s, st)| (s, Some(st))),
-        None => req.run_with_progress(on_progress).map(|s| (s, None)),
-    };
-    pb.finish_and_clear();
+    if let Some(dir) = &a.state_dir {
+        req = req.state_dir(dir, a.resume);
+    }
+    let reporter = progress::Reporter::new(a.progress);
+    let res = req.run_job(|p| reporter.update(p), a.save_state.is_some());
+    reporter.finish();
     let (summary, state) = res.map_err(|e| e.cli_message())?;
     if let (Some(path), Some(state)) = (&a.save_state, state) {
         state.save(path).map_err(|e| e.cli_message())?;
     }
-    emit(&summary, fmt, a.output.as_deref(), a.threads)
+    for (f, why) in &summary.skipped {
+        eprintln!("warning: {}: {}", f.display(), one_line(why));
+    }
+    emit(&summary, fmt, a.output.as_deref(), a.threads)?;
+    if summary.skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(SKIPPED.to_string())
+    }
 }
+
+/// The error text that makes `main` exit with status 3 (some inputs skipped) silently.
+const SKIPPED: &str = "\u{0}skipped";
 
 /// An output path that cannot be written (a missing or read-only directory) is an error
 /// before the run: a temporary file is created beside it and removed.
@@ -614,39 +624,5 @@ fn write_stdout(bytes: &[u8]) -> Result<(), String> {
             Err(format!("-: cannot write output: {e}"))
         }
         _ => Ok(()),
-    }
-}
-
-/// Draws the bar on stderr even when it is not a terminal (`--progress always`).
-#[derive(Debug)]
-struct PlainStderr;
-
-impl indicatif::TermLike for PlainStderr {
-    fn width(&self) -> u16 {
-        100
-    }
-    fn move_cursor_up(&self, _n: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_down(&self, _n: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_right(&self, _n: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_left(&self, _n: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn write_line(&self, s: &str) -> std::io::Result<()> {
-        writeln!(std::io::stderr(), "{s}")
-    }
-    fn write_str(&self, s: &str) -> std::io::Result<()> {
-        write!(std::io::stderr(), "{s}")
-    }
-    fn clear_line(&self) -> std::io::Result<()> {
-        write!(std::io::stderr(), "\r")
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        std::io::stderr().flush()
     }
 }

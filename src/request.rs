@@ -1,7 +1,6 @@
 //! A reduction to run: the builder, and what it runs (`info`, `run`, partials).
 
 use crate::*;
-use moments::Acc;
 use std::path::{Path, PathBuf};
 
 /// What `colstats info` reports: the datasets of an HDF5 file, and for the chosen array its
@@ -73,7 +72,7 @@ impl PlanSummary {
 /// A handle that stops a running [`Request`] from another thread (see
 /// [`Request::cancel_token`]). Clones share one flag.
 #[derive(Clone, Debug, Default)]
-pub struct CancelToken(std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub struct CancelToken(pub(crate) std::sync::Arc<std::sync::atomic::AtomicBool>);
 
 impl CancelToken {
     /// A token not yet cancelled.
@@ -95,20 +94,22 @@ impl CancelToken {
 /// A reduction to run: built with [`Request::new`] and the setters, run with [`Request::run`].
 #[derive(Clone, Debug)]
 pub struct Request {
-    path: PathBuf,
-    paths: Vec<PathBuf>,
-    per_input: bool,
-    dataset: Option<String>,
-    stats: Vec<Stat>,
-    memory: u64,
-    threads: Option<usize>,
-    cancel: Option<CancelToken>,
-    nan: NanPolicy,
-    ddof: u64,
-    columns: Option<ColumnSpec>,
-    rows: Option<RowSpec>,
-    block_limit: u64,
-    io: exec::IoMode,
+    pub(crate) path: PathBuf,
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) per_input: bool,
+    pub(crate) dataset: Option<String>,
+    pub(crate) stats: Vec<Stat>,
+    pub(crate) memory: u64,
+    pub(crate) threads: Option<usize>,
+    pub(crate) cancel: Option<CancelToken>,
+    pub(crate) nan: NanPolicy,
+    pub(crate) ddof: u64,
+    pub(crate) columns: Option<ColumnSpec>,
+    pub(crate) rows: Option<RowSpec>,
+    pub(crate) block_limit: u64,
+    pub(crate) io: exec::IoMode,
+    pub(crate) state_dir: Option<(PathBuf, bool)>,
+    pub(crate) keep_going: bool,
 }
 
 impl Request {
@@ -129,7 +130,28 @@ impl Request {
             rows: None,
             block_limit: u64::MAX,
             io: exec::IoMode::Auto,
+            state_dir: None,
+            keep_going: false,
         }
+    }
+
+    /// Keeps one state per input in `dir` as each completes (written atomically), and with
+    /// `resume` reuses every state there whose input is unchanged (path, rows, size,
+    /// modification time, header) instead of reading that input again. Inputs are then
+    /// reduced one after another, each over the rows of the leaves that start in it; the
+    /// result is the same as one run's. An interruption loses only the input in flight.
+    pub fn state_dir(mut self, dir: impl AsRef<Path>, resume: bool) -> Request {
+        self.state_dir = Some((dir.as_ref().to_path_buf(), resume));
+        self
+    }
+
+    /// Skips inputs that cannot be read (reported in [`Summary::skipped`]) instead of
+    /// failing: those that fail to open or do not concatenate with the first readable one
+    /// are left out before any data is read; one that fails while being read (a file
+    /// truncated since it was opened) is left out and the job runs again without it.
+    pub fn keep_going(mut self, yes: bool) -> Request {
+        self.keep_going = yes;
+        self
     }
 
     /// Several inputs read as one array, their rows concatenated in this order (as
@@ -239,7 +261,7 @@ impl Request {
 
     /// The thread count, after checking every setting that can be wrong whatever the input:
     /// no statistics, zero threads, a budget below [`crate::MIN_BUDGET`].
-    fn thread_count(&self) -> Result<usize> {
+    pub(crate) fn thread_count(&self) -> Result<usize> {
         if self.stats.is_empty() {
             return Err(Error::request(&self.path, "no statistics requested"));
         }
@@ -438,7 +460,7 @@ impl Request {
 
     /// Runs the reduction, calling `progress(bytes_done, bytes_total)` as blocks finish.
     pub fn run_with_progress(&self, progress: impl Fn(u64, u64) + Sync) -> Result<Summary> {
-        let (summary, _) = self.execute(&progress, false)?;
+        let (summary, _) = self.run_job(|p| progress(p.bytes_done, p.bytes_total), false)?;
         Ok(summary)
     }
 
@@ -446,13 +468,13 @@ impl Request {
     /// summary: merge it with the states of runs over other rows of the same inputs
     /// ([`State::merge`]), then [`State::finish`].
     pub fn run_state(&self) -> Result<State> {
-        let (_, state) = self.execute(&|_, _| {}, true)?;
+        let (_, state) = self.run_job(|_| {}, true)?;
         Ok(state.expect("asked for the state"))
     }
 
     /// Runs the reduction and returns both its summary and its mergeable state.
     pub fn run_with_state(&self, progress: impl Fn(u64, u64) + Sync) -> Result<(Summary, State)> {
-        let (summary, state) = self.execute(&progress, true)?;
+        let (summary, state) = self.run_job(|p| progress(p.bytes_done, p.bytes_total), true)?;
         Ok((summary, state.expect("asked for the state")))
     }
 
@@ -478,7 +500,7 @@ impl Request {
         st.finish_with(&self.stats, Some(self.ddof))
     }
 
-    fn column_order(&self, meta: &ArrayMeta) -> Result<Vec<u64>> {
+    pub(crate) fn column_order(&self, meta: &ArrayMeta) -> Result<Vec<u64>> {
         self.column_order_n(meta.columns)
     }
 
@@ -490,377 +512,8 @@ impl Request {
             None => Ok((0..columns).collect()),
         }
     }
-
-    fn execute(
-        &self,
-        progress: &(dyn Fn(u64, u64) + Sync),
-        keep_nodes: bool,
-    ) -> Result<(Summary, Option<State>)> {
-        if self.paths.is_empty() {
-            return Err(Error::new(ErrorKind::Request, None, "no input files"));
-        }
-        let threads = self.thread_count()?;
-        let inputs = source::Inputs::open(&self.paths, self.dataset.as_deref())?;
-        let meta = &inputs.meta;
-        let count = self
-            .columns
-            .as_ref()
-            .map_or(meta.columns, |spec| spec.count(meta.columns));
-        plan::results_fit(count, self.memory).map_err(|e| budget_error(&self.path, e))?;
-        let order = self.column_order(meta)?;
-        let mut sel = order.clone();
-        sel.sort_unstable();
-        sel.dedup();
-        let rows = self
-            .rows
-            .unwrap_or(RowSpec::new(None, None))
-            .resolve(meta.rows);
-        // Every domain is planned before any data is read.
-        let mut plans = Vec::with_capacity(inputs.domains.len());
-        for d in &inputs.domains {
-            let (a, b) = (rows.start.max(d.rows.start), rows.end.min(d.rows.end));
-            let local = if a < b {
-                a - d.rows.start..b - d.rows.start
-            } else {
-                0..0
-            };
-            let segs: Vec<plan::Seg> = d
-                .inputs
-                .clone()
-                .map(|i| plan::Seg {
-                    start: inputs.starts[i] - d.rows.start,
-                    rows: inputs.sources[i].meta.rows,
-                    data_offset: inputs.sources[i].meta.data_offset,
-                })
-                .collect();
-            let parts = plan::Parts {
-                segs: &segs,
-                per_input: self.per_input,
-            };
-            let path = &inputs.sources[d.inputs.start].meta.path;
-            let p = plan::plan_parts(
-                &d.meta,
-                &parts,
-                &sel,
-                local,
-                self.memory,
-                threads,
-                self.block_limit,
-            )
-            .map_err(|e| budget_error(path, e))?;
-            plans.push(p);
-        }
-        let itemsize = meta.dtype.size as u64;
-        let total: u64 = plans
-            .iter()
-            .flat_map(|p| &p.blocks)
-            .filter(|b| b.role != plan::Role::Part)
-            .map(|b| exec::block_bytes(b, itemsize))
-            .sum();
-        let (shift, shift_bits) = row0_shift(&inputs, &sel)?;
-        let need = stats::needs(&self.stats);
-        let mut accs: Option<Vec<Acc>> = None;
-        let mut per_input = vec![Vec::new(); inputs.sources.len()];
-        let mut domains = Vec::new();
-        let mut done = 0u64;
-        for (d, plan) in inputs.domains.iter().zip(&plans) {
-            let first = &inputs.sources[d.inputs.start];
-            let ins: Vec<exec::Input> = d
-                .inputs
-                .clone()
-                .map(|i| exec::Input {
-                    meta: &inputs.sources[i].meta,
-                    file: &inputs.sources[i].file,
-                    start: inputs.starts[i] - d.rows.start,
-                })
-                .collect();
-            let job = exec::Job {
-                meta: &d.meta,
-                inputs: &ins,
-                sel: &sel,
-                shift: &shift,
-                need,
-                threads: plan.threads,
-                storage: &first.storage,
-                dataset: first.dataset.as_deref(),
-                read: self.io.resolve(&first.file),
-                cancel: self.cancel.as_ref().map(|c| &*c.0),
-                keep_nodes,
-                per_input: self.per_input,
-            };
-            let base = done;
-            let out = exec::run(&job, plan, &|n| progress(base + n, total))?;
-            done += plan
-                .blocks
-                .iter()
-                .filter(|b| b.role != plan::Role::Part)
-                .map(|b| exec::block_bytes(b, itemsize))
-                .sum::<u64>();
-            if self.per_input {
-                if d.inputs.len() == 1 {
-                    per_input[d.inputs.start] = out.accs.clone();
-                } else {
-                    for (k, a) in out.per_input.into_iter().enumerate() {
-                        per_input[d.inputs.start + k] = a;
-                    }
-                }
-            }
-            // A domain without selected rows adds nothing (merging an empty one could
-            // still renormalise a sum's two parts).
-            if !plan.blocks.is_empty() {
-                accs = Some(match accs {
-                    None => out.accs,
-                    Some(mut a) => {
-                        moments::merge_into(&mut a, &out.accs);
-                        a
-                    }
-                });
-                domains.push(state::DomainNodes {
-                    rows: d.rows.clone(),
-                    leaf_rows: plan.leaf_rows,
-                    nodes: out.nodes,
-                });
-            }
-        }
-        let accs = accs.unwrap_or_else(|| vec![Acc::EMPTY; sel.len()]);
-        let partial = if keep_nodes {
-            let ids = inputs
-                .sources
-                .iter()
-                .enumerate()
-                .map(|(i, src)| InputId::of(&src.meta.path, inputs.starts[i], src.meta.rows))
-                .collect::<Result<Vec<_>>>()?;
-            Some(State {
-                dtype: meta.dtype,
-                shape: meta.shape.clone(),
-                order: meta.order,
-                dataset: inputs.sources[0].dataset.clone(),
-                nan: self.nan,
-                ddof: self.ddof,
-                stats: self.stats.clone(),
-                need,
-                inputs: ids,
-                columns: sel.clone(),
-                output: order.clone(),
-                shift: shift_bits.clone(),
-                rows: if rows.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![rows.clone()]
-                },
-                domains,
-            })
-        } else {
-            None
-        };
-        let pick = |accs: &[Acc]| -> Vec<Acc> {
-            order
-                .iter()
-                .map(|c| accs[sel.binary_search(c).expect("selected")])
-                .collect()
-        };
-        let mut summary = self.summarise(meta, rows.end - rows.start, order.clone(), &pick(&accs));
-        summary.dataset = inputs.sources[0].dataset.clone();
-        summary.inputs = self.paths.clone();
-        if self.per_input {
-            for (i, src) in inputs.sources.iter().enumerate() {
-                let (a, b) = (
-                    rows.start.max(inputs.starts[i]),
-                    rows.end.min(inputs.starts[i + 1]),
-                );
-                let n = b.saturating_sub(a);
-                let accs = if per_input[i].is_empty() {
-                    vec![Acc::EMPTY; sel.len()]
-                } else {
-                    per_input[i].clone()
-                };
-                let mut s = self.summarise(&src.meta, n, order.clone(), &pick(&accs));
-                s.path = src.meta.path.clone();
-                s.inputs = vec![s.path.clone()];
-                s.dataset = src.dataset.clone();
-                summary.per_input.push(s);
-            }
-        }
-        Ok((summary, partial))
-    }
-
-    fn summarise(&self, meta: &ArrayMeta, rows: u64, columns: Vec<u64>, accs: &[Acc]) -> Summary {
-        let fin = Finish {
-            stats: &self.stats,
-            ddof: self.ddof,
-            nan: self.nan,
-        };
-        let mut s = summarise(
-            &fin,
-            &self.path,
-            meta.dtype,
-            &meta.shape,
-            meta.order,
-            rows,
-            columns,
-            accs,
-        );
-        s.dataset = self.dataset.clone();
-        s
-    }
 }
 
-/// How accumulators become results: which statistics, ddof, NaN policy.
-pub(crate) struct Finish<'a> {
-    pub(crate) stats: &'a [Stat],
-    pub(crate) ddof: u64,
-    pub(crate) nan: NanPolicy,
-}
-
-/// The summary of accumulators `accs` (one per column of `columns`, in that order).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn summarise(
-    how: &Finish<'_>,
-    path: &Path,
-    dtype: DType,
-    shape: &[u64],
-    order: Order,
-    rows: u64,
-    columns: Vec<u64>,
-    accs: &[Acc],
-) -> Summary {
-    let fin = stats::Finish {
-        int: dtype.is_integer(),
-        ddof: how.ddof,
-        propagate: how.nan == NanPolicy::Propagate,
-    };
-    let values = how
-        .stats
-        .iter()
-        .map(|&st| {
-            let f = stats::def(st).finish;
-            let outs: Vec<stats::Out> = accs.iter().map(|a| f(a, &fin)).collect();
-            // Integer or float is the statistic's and dtype's, not the data's.
-            let v = if matches!(f(&Acc::EMPTY, &fin), stats::Out::I(_)) {
-                Values::Int(
-                    outs.iter()
-                        .map(|o| match o {
-                            stats::Out::I(v) => *v,
-                            stats::Out::F(_) => None,
-                        })
-                        .collect(),
-                )
-            } else {
-                Values::Float(
-                    outs.iter()
-                        .map(|o| match o {
-                            stats::Out::F(v) => *v,
-                            stats::Out::I(v) => v.map_or(f64::NAN, |v| v as f64),
-                        })
-                        .collect(),
-                )
-            };
-            (st, v)
-        })
-        .collect();
-    Summary {
-        path: path.to_path_buf(),
-        dataset: None,
-        dtype,
-        shape: shape.to_vec(),
-        order,
-        rows,
-        columns,
-        ddof: how.ddof,
-        nan: how.nan,
-        stats: how.stats.to_vec(),
-        values,
-        inputs: vec![path.to_path_buf()],
-        per_input: Vec::new(),
-    }
-}
-
-/// The shift of every column: its value in row 0 of the concatenated array, as the kernel
-/// decodes it (unselected columns of Fortran-order input stay 0), and the selected columns'
-/// shifts as bits (f64 bits for floats, the integer for integer dtypes), what a partial's
-/// means are relative to.
-fn row0_shift(inputs: &source::Inputs, sel: &[u64]) -> Result<(kernel::Shift, Vec<u64>)> {
-    use std::os::unix::fs::FileExt;
-    let m0 = &inputs.meta;
-    let s = m0.dtype.size;
-    let mut row = vec![0u8; m0.columns as usize * s];
-    let mut dtype = m0.dtype;
-    if let Some(src) = inputs.sources.iter().find(|x| x.meta.rows > 0) {
-        let m = &src.meta;
-        dtype = m.dtype;
-        if !m.mapped {
-            row = first_row(src, 0)?;
-        } else {
-            let io = |e| Error::io(&m.path, e);
-            match m.order {
-                source::Order::C => src
-                    .file
-                    .read_exact_at(&mut row, m.data_offset)
-                    .map_err(io)?,
-                source::Order::F => {
-                    for &c in sel {
-                        let at = m.data_offset + m.run_of_column(c) * m.rows * s as u64;
-                        let i = c as usize * s;
-                        src.file.read_exact_at(&mut row[i..i + s], at).map_err(io)?;
-                    }
-                }
-            }
-        }
-    }
-    let shift = kernel::decode_shift(&row, dtype, m0.columns as usize, s);
-    let bits = sel
-        .iter()
-        .map(|&c| {
-            let c = c as usize;
-            match shift.float.get(c) {
-                Some(v) => v.to_bits(),
-                None => shift.int.get(c).map_or(0, |&v| v as u64),
-            }
-        })
-        .collect();
-    Ok((shift, bits))
-}
-
-/// The raw bytes of row `row` (all columns) of a buffered (HDF5) input.
-#[cfg(feature = "hdf5")]
-fn first_row(src: &source::Source, row: u64) -> Result<Vec<u8>> {
-    let m = &src.meta;
-    let mut buf = vec![0u8; (m.columns * m.dtype.size as u64) as usize];
-    match &src.storage {
-        source::Storage::Hdf5(r) => {
-            source::hdf5::read_rows(&m.path, r, &m.shape, row, row + 1, &mut buf)?
-        }
-        source::Storage::Chunked(ch) => {
-            // Decode the band holding the row, then keep the row.
-            let c0 = ch.chunk[0];
-            let (b0, b1) = (row / c0 * c0, (row / c0 * c0 + c0).min(m.rows));
-            let mut band = vec![0u8; ((b1 - b0) * m.columns * m.dtype.size as u64) as usize];
-            let mut sc = source::hdf5::ChunkScratch::default();
-            source::hdf5::read_chunk_rows(
-                &m.path,
-                src.dataset.as_deref().unwrap_or("?"),
-                &src.file,
-                ch,
-                &m.shape,
-                m.dtype.size,
-                (b0, b1),
-                &mut sc,
-                &mut band,
-            )?;
-            let off = ((row - b0) * m.columns * m.dtype.size as u64) as usize;
-            let n = buf.len();
-            buf.copy_from_slice(&band[off..off + n]);
-        }
-        source::Storage::Mapped => unreachable!("mapped inputs read their shift in place"),
-    }
-    Ok(buf)
-}
-
-#[cfg(not(feature = "hdf5"))]
-fn first_row(_src: &source::Source, _row: u64) -> Result<Vec<u8>> {
-    unreachable!("only HDF5 inputs are buffered")
-}
-
-fn budget_error(path: &Path, e: plan::PlanError) -> Error {
+pub(crate) fn budget_error(path: &Path, e: plan::PlanError) -> Error {
     Error::budget(path, e.0)
 }

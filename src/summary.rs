@@ -66,6 +66,8 @@ pub struct Summary {
     pub inputs: Vec<PathBuf>,
     /// Each input's own summary, when asked for ([`crate::Request::per_input`]).
     pub per_input: Vec<Summary>,
+    /// Inputs left out under [`crate::Request::keep_going`], with why.
+    pub skipped: Vec<(PathBuf, String)>,
 }
 
 impl Summary {

@@ -505,3 +505,159 @@ fn npy_and_contiguous_hdf5_shards_mix_and_chunked_shards_keep_their_leaves() {
         assert_eq!(first.get_f64(st), want.get_f64(st));
     }
 }
+
+fn state_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|x| x == "cstate"));
+    v.sort();
+    v
+}
+
+#[test]
+fn a_batch_resumes_after_an_interruption_and_rereads_changed_inputs() {
+    let sp = split(120_000, 3, 12, 17);
+    let dir = sp.whole.parent().unwrap();
+    let sd = dir.join("job.d");
+    let shards: Vec<&str> = sp.shards.iter().map(|p| s(p)).collect();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["stats", "--format", "json", "--threads", "2"];
+        a.extend(extra);
+        a.extend(&shards);
+        let out = cli(&a);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let want = run(&[]);
+    // A killed run: start one, SIGKILL it as soon as a state appears (it may also finish).
+    {
+        let mut a = vec![
+            "stats",
+            "-o",
+            "/dev/null",
+            "--memory",
+            "1MiB",
+            "--threads",
+            "1",
+            "--state-dir",
+            s(&sd),
+        ];
+        a.extend(&shards);
+        let mut child = bin().args(&a).spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        while state_files(&sd).is_empty() && t0.elapsed() < std::time::Duration::from_secs(20) {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let after_kill = state_files(&sd).len();
+    assert!(after_kill >= 1);
+    // Whatever survived is valid; a state lost and a stray temporary file change nothing.
+    let files = state_files(&sd);
+    if files.len() > 2 {
+        std::fs::remove_file(&files[1]).unwrap();
+    }
+    std::fs::write(sd.join(".tmpXYZ"), b"half a state").unwrap();
+    assert_eq!(
+        run(&["--state-dir", s(&sd), "--resume"]),
+        want,
+        "resumed after {after_kill} states"
+    );
+    let n_states = state_files(&sd).len();
+    assert!(n_states >= sp.shards.len() - 1, "{n_states} states");
+    // A resume with every state present reads nothing and reuses them all (their files are
+    // not rewritten).
+    let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before: Vec<_> = state_files(&sd).iter().map(|p| stamp(p)).collect();
+    assert_eq!(run(&["--state-dir", s(&sd), "--resume"]), want);
+    let again: Vec<_> = state_files(&sd).iter().map(|p| stamp(p)).collect();
+    assert_eq!(before, again, "states were rewritten on a full resume");
+    // A shard changed in place (same size, other values) is read again.
+    let k = sp.bounds.iter().position(|&(a, b)| b - a > 100).unwrap();
+    let mut bytes = std::fs::read(&sp.shards[k]).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 80..] {
+        *b = 0x3f;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&sp.shards[k], &bytes).unwrap();
+    let fresh = run(&[]);
+    assert_ne!(fresh, want);
+    assert_eq!(run(&["--state-dir", s(&sd), "--resume"]), fresh);
+}
+
+#[test]
+fn keep_going_skips_unreadable_inputs_with_status_3() {
+    let sp = split(20_000, 2, 5, 23);
+    let dir = sp.whole.parent().unwrap();
+    let bad = dir.join("bad.npy");
+    std::fs::write(&bad, b"\x93NUMPY garbage").unwrap();
+    let mut a = vec!["stats", "--format", "json"];
+    a.extend(sp.shards.iter().map(|p| s(p)));
+    let want = json(&cli(&a).stdout);
+    let mut b = a.clone();
+    b.insert(3, s(&bad));
+    // Without --keep-going: refused, nothing read.
+    let r = cli(&b);
+    assert_eq!(r.status.code(), Some(1));
+    b.push("--keep-going");
+    let r = cli(&b);
+    assert_eq!(
+        r.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.starts_with(&format!("warning: {}: ", bad.display())),
+        "{err}"
+    );
+    let got = json(&r.stdout);
+    assert_eq!(got["stats"], want["stats"]);
+    assert_eq!(got["skipped"][0]["file"], s(&bad));
+}
+
+#[test]
+fn shards_printed_by_info_merge_to_the_bits_of_one_run() {
+    let sp = split(70_000, 6, 8, 29);
+    let dir = sp.whole.parent().unwrap();
+    let shards: Vec<&str> = sp.shards.iter().map(|p| s(p)).collect();
+    let mut a = vec!["info", "--shards", "5"];
+    a.extend(&shards);
+    let out = cli(&a);
+    assert!(out.status.success());
+    let ranges: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ranges.len(), 5);
+    let mut states = Vec::new();
+    for (k, r) in ranges.iter().enumerate() {
+        let st = dir.join(format!("j{k}.cstate"));
+        let mut a = vec![
+            "stats",
+            "-o",
+            "/dev/null",
+            "--rows",
+            r,
+            "--save-state",
+            s(&st),
+        ];
+        a.extend(&shards);
+        assert!(cli(&a).status.success());
+        states.push(st);
+    }
+    let mut m = vec!["merge", "--format", "csv"];
+    m.extend(states.iter().rev().map(|p| s(p)));
+    let mut one = vec!["stats", "--format", "csv"];
+    one.extend(&shards);
+    assert_eq!(cli(&m).stdout, cli(&one).stdout);
+}

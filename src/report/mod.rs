@@ -1,5 +1,6 @@
 //! Output writers: table, JSON, CSV and npz renderings of a [`Summary`], and atomic files.
 
+mod info;
 mod npz;
 
 use std::io::Write;
@@ -9,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::{Stat, Summary, Values};
 
+pub use info::info_json;
 pub use npz::write_npz;
 
 /// Output format.
@@ -143,6 +145,22 @@ fn json_str(s: &str) -> String {
 /// the same keys.
 pub fn to_json(s: &Summary) -> String {
     let mut o = json_object(s);
+    if !s.skipped.is_empty() {
+        o.pop();
+        o.pop();
+        o.push_str(", \"skipped\": [");
+        for (i, (f, e)) in s.skipped.iter().enumerate() {
+            if i > 0 {
+                o.push_str(", ");
+            }
+            o.push_str(&format!(
+                "{{\"file\": {}, \"error\": {}}}",
+                json_str(&f.to_string_lossy()),
+                json_str(e)
+            ));
+        }
+        o.push_str("]}\n");
+    }
     if !s.per_input.is_empty() {
         o.pop(); // the newline
         o.pop(); // the closing brace
@@ -482,73 +500,4 @@ mod tests {
             check(((v >> 20) % 100_000) as f64 * 10f64.powi((v % 40) as i32 - 20));
         }
     }
-}
-
-/// `colstats info --format json`: one object with the input(s), every HDF5 dataset (shape,
-/// dtype, layout, chunks, filters, bytes, links), and for the chosen array its metadata and
-/// plan, so that scripts need not parse the text.
-pub fn info_json(info: &crate::Info) -> String {
-    use serde_json::{json, Value};
-    let datasets: Vec<Value> = info
-        .datasets
-        .iter()
-        .map(|d| {
-            json!({
-                "path": d.path,
-                "shape": d.shape,
-                "dtype": d.dtype.as_ref().map(|t| t.name().to_string()).ok(),
-                "unsupported": d.dtype.as_ref().err(),
-                "layout": d.layout.name(),
-                "chunks": d.chunk,
-                "filters": d.filters.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
-                "stored_bytes": d.stored_bytes,
-                "logical_bytes": d.logical_bytes,
-                "links": d.links,
-                "stored_in": d.holder,
-            })
-        })
-        .collect();
-    let files: Vec<String> = info
-        .inputs
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    let mut o = json!({
-        "file": if files.len() == 1 { json!(files[0]) } else { json!(files) },
-        "format": match info.format {
-            crate::Format::Npy => "npy",
-            crate::Format::Hdf5 => "HDF5",
-        },
-        "datasets": datasets,
-        "dataset": info.dataset,
-        "access": info.access,
-        "domains": info.domains,
-    });
-    if let Some((m, p)) = &info.array {
-        o["array"] = json!({
-            "shape": m.shape,
-            "dtype": m.dtype.name(),
-            "descr": m.dtype.descr(),
-            "order": m.order.name(),
-            "rows": m.rows,
-            "columns": m.columns,
-            "bytes": m.data_bytes,
-            "offset": if m.mapped && info.inputs.len() == 1 { json!(m.data_offset) } else { Value::Null },
-        });
-        o["plan"] = json!({
-            "memory_budget": p.budget,
-            "threads": info.threads,
-            "blocks": p.blocks,
-            "block_rows": p.block_shape.map(|b| b.0),
-            "block_columns": p.block_shape.map(|b| b.1),
-            "block_bytes": p.block_bytes,
-            "groups": p.groups,
-            "in_flight": p.in_flight,
-            "leaf_rows": p.leaf_rows,
-            "est_peak_memory": p.est_memory,
-        });
-    }
-    let mut s = serde_json::to_string(&o).expect("serialisable");
-    s.push('\n');
-    s
 }

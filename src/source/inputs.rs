@@ -60,6 +60,38 @@ impl Inputs {
         Inputs::from_sources(sources)
     }
 
+    /// [`Inputs::open`] that leaves out the inputs that fail to open or do not concatenate
+    /// with the first that opens, and returns them with their errors.
+    pub fn open_lenient(
+        paths: &[PathBuf],
+        dataset: Option<&str>,
+    ) -> (Result<Inputs>, Vec<(PathBuf, Error)>) {
+        let mut bad = Vec::new();
+        let mut sources: Vec<Source> = Vec::new();
+        for p in paths {
+            let ds = match dataset {
+                Some(_)
+                    if paths.len() > 1 && !matches!(super::sniff(p), Ok(super::Format::Hdf5)) =>
+                {
+                    None
+                }
+                d => d,
+            };
+            match open(p, ds).and_then(|s| match sources.first() {
+                Some(f) => check_compatible(&f.meta, &s.meta).map(|_| s),
+                None => Ok(s),
+            }) {
+                Ok(s) => sources.push(s),
+                Err(e) => bad.push((p.clone(), e)),
+            }
+        }
+        if sources.is_empty() {
+            let e = Error::new(ErrorKind::Request, None, "no input could be read");
+            return (Err(e), bad);
+        }
+        (Inputs::from_sources(sources), bad)
+    }
+
     /// Lines up opened sources (see [`Inputs::open`]).
     pub fn from_sources(sources: Vec<Source>) -> Result<Inputs> {
         let first = &sources[0].meta;

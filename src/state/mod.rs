@@ -274,8 +274,8 @@ impl State {
             .first()
             .map(|i| i.path.clone())
             .unwrap_or_default();
-        let mut s = crate::request::summarise(
-            &crate::request::Finish {
+        let mut s = crate::run::summarise(
+            &crate::run::Finish {
                 stats,
                 ddof: ddof.unwrap_or(self.ddof),
                 nan: self.nan,
