@@ -267,6 +267,7 @@ fn stats(a: StatsArgs) -> Result<(), String> {
         .exit();
     }
     let files = input_list(&a.files, a.files_from.as_deref())?;
+    raise_open_file_limit(files.len());
     let mut req = Request::inputs(&files)
         .per_input(a.per_file)
         .keep_going(a.keep_going)
@@ -326,6 +327,26 @@ fn stats(a: StatsArgs) -> Result<(), String> {
 
 /// The error text that makes `main` exit with status 3 (some inputs skipped) silently.
 const SKIPPED: &str = "\u{0}skipped";
+
+/// Every input stays open for the run: lift the soft limit on open files (often 1024)
+/// towards the hard one when the inputs need it.
+fn raise_open_file_limit(inputs: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let want = (inputs as libc::rlim_t).saturating_mul(3) + 256;
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
 
 /// An output path that cannot be written (a missing or read-only directory) is an error
 /// before the run: a temporary file is created beside it and removed.

@@ -46,6 +46,7 @@ fn run_and_check(path: &std::path::Path, extra: &[&str], rows: u64, label: &str)
 #[test]
 fn peak_rss_within_budget() {
     npy_peak_rss_within_budget();
+    many_files_peak_rss_within_budget();
     #[cfg(feature = "hdf5")]
     hdf5_peak_rss_within_budget();
 }
@@ -84,6 +85,68 @@ fn npy_peak_rss_within_budget() {
             &format!("{label}, --io read"),
         );
         std::fs::remove_file(&p).unwrap();
+    }
+}
+
+/// A 200-file job (9x the budget in all) as one array, with per-file results, and in batch
+/// mode with a state per file.
+fn many_files_peak_rss_within_budget() {
+    let budget: u64 = 64 << 20;
+    let dir = tmpdir();
+    let cols = 16usize;
+    let total_rows = (9 * budget / 8 / cols as u64) as usize;
+    let files = 200;
+    let mut paths = Vec::new();
+    let mut rows_left = total_rows;
+    for k in 0..files {
+        let n = if k + 1 == files {
+            rows_left
+        } else {
+            (total_rows / files) + (k % 7) * 13
+        };
+        rows_left -= n;
+        let p = dir.path().join(format!("s{k:03}.npy"));
+        let data: Vec<u8> = (0..n * cols)
+            .flat_map(|i| ((i % 1000) as f64 * 0.25).to_le_bytes())
+            .collect();
+        write_npy(&p, "<f8", false, &[n as u64, cols as u64], &data);
+        paths.push(p);
+    }
+    let state_dir = dir.path().join("states");
+    for extra in [
+        vec![],
+        vec!["--per-file"],
+        vec!["--state-dir", state_dir.to_str().unwrap()],
+    ] {
+        let mut cmd = bin();
+        cmd.args([
+            "stats",
+            "--format",
+            "json",
+            "--memory",
+            "64MiB",
+            "--threads",
+            "2",
+        ]);
+        cmd.args(&extra).args(&paths);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = json(&out.stdout);
+        assert_eq!(j["rows"].as_u64().unwrap(), total_rows as u64);
+        let rss = children_max_rss_bytes();
+        eprintln!(
+            "{files} files {extra:?}: budget 64 MiB, peak RSS so far {:.1} MiB",
+            rss as f64 / (1 << 20) as f64
+        );
+        assert!(
+            rss <= budget + (32 << 20),
+            "{files} files {extra:?}: peak RSS {} MiB over budget 64 MiB + 32 MiB",
+            rss >> 20
+        );
     }
 }
 
