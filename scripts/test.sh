@@ -11,6 +11,7 @@ cargo test --workspace --all-targets 2>&1 | tee "$log"
 cargo test --doc 2>&1 | tee -a "$log"
 ./scripts/dependent_check.sh
 cargo bench --bench e2e -- --quick
+cargo bench --bench batch -- --quick
 passed=$(grep -E '^test result:' "$log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -E '^test result:' "$log" | awk '{s += $6} END {print s + 0}')
 echo "tests: ${passed} passed, ${failed} failed"

@@ -661,3 +661,60 @@ fn shards_printed_by_info_merge_to_the_bits_of_one_run() {
     one.extend(&shards);
     assert_eq!(cli(&m).stdout, cli(&one).stdout);
 }
+
+mod merge_properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// 9 shards of 40,000 x 3 (leaves of 4,096 rows), and the whole run over them.
+    fn fixture() -> &'static (Split, Summary) {
+        static F: OnceLock<(Split, Summary)> = OnceLock::new();
+        F.get_or_init(|| {
+            let sp = split(40_000, 3, 9, 31);
+            let whole = Request::new(&sp.whole).run().unwrap();
+            (sp, whole)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+        /// States of any leaf-aligned cuts, merged in any order and any grouping, give the
+        /// bits of one run.
+        #[test]
+        fn merge_is_independent_of_order_and_grouping(
+            cuts in proptest::collection::btree_set(1u64..10, 0..6),
+            order in any::<u64>(),
+        ) {
+            let (sp, whole) = fixture();
+            let mut b: Vec<u64> = vec![0];
+            b.extend(cuts.iter().map(|c| c * 4096));
+            b.push(40_000);
+            let mut states: Vec<State> = b
+                .windows(2)
+                .map(|w| {
+                    Request::inputs(&sp.shards)
+                        .rows(RowSpec::new(Some(w[0] as i64), Some(w[1] as i64)))
+                        .threads(1 + (w[0] as usize / 4096) % 2)
+                        .run_state()
+                        .unwrap()
+                })
+                .collect();
+            // A random order, then random groupings: repeatedly merge two states.
+            let mut rng = Rng(order);
+            while states.len() > 1 {
+                let i = rng.next() as usize % states.len();
+                let a = states.swap_remove(i);
+                let j = rng.next() as usize % states.len();
+                let mut b = states.swap_remove(j);
+                b.merge(&a).unwrap();
+                states.push(b);
+            }
+            let got = states.pop().unwrap().finish(None);
+            for s in &whole.stats {
+                let (x, y) = (got.get_f64(*s).unwrap(), whole.get_f64(*s).unwrap());
+                prop_assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()), "{:?}", s);
+            }
+        }
+    }
+}
