@@ -36,6 +36,8 @@ mod support;
 use support::{best, sum_bytes};
 
 /// Runs `cmd`, waits with `wait4`: (success, seconds, peak RSS in MiB of that child alone).
+// The child is reaped by `wait4` (which also gives its own peak RSS), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn measured(cmd: &[String]) -> (bool, f64, f64) {
     let t = Instant::now();
     let child = Command::new(&cmd[0])
