@@ -184,7 +184,8 @@ impl Tree {
         let (mut first, mut level) = (first_leaf, level);
         while let Some(&(f, l, _)) = self.stack.last() {
             let span = 1u64 << l;
-            let is_left_half = l == level && f % (span << 1) == 0 && f + span == first;
+            let is_left_half =
+                l == level && l < 63 && f % (span << 1) == 0 && f.checked_add(span) == Some(first);
             if !is_left_half {
                 break;
             }

@@ -298,6 +298,13 @@ impl Request {
             .unwrap_or(RowSpec::new(None, None))
             .resolve(inputs.meta.rows);
         let len = rows.end - rows.start;
+        // No more shards than leaves (each shard holds at least one).
+        let leaves: u64 = inputs
+            .domains
+            .iter()
+            .map(|d| (d.rows.end - d.rows.start).div_ceil(plan::leaf_rows(&d.meta).max(1)))
+            .sum();
+        let n = n.min(leaves.max(1));
         let mut cuts = vec![rows.start];
         for k in 1..n {
             let at = rows.start + ((len as u128 * k as u128 + n as u128 / 2) / n as u128) as u64;

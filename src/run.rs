@@ -66,12 +66,25 @@ impl Request {
         progress: impl Fn(&Progress) + Sync,
         state: bool,
     ) -> Result<(Summary, Option<State>)> {
-        let mut skipped: Vec<(PathBuf, String)> = Vec::new();
+        // Inputs left out while reading, and (from the last attempt) at opening.
+        let mut dropped: Vec<(PathBuf, String)> = Vec::new();
         let mut paths = self.paths.clone();
         loop {
+            let mut skipped = Vec::new();
             let attempt = self.open_and_run(&paths, &mut skipped, &progress, state);
             match attempt {
-                Err(e) if self.keep_going => {
+                // Only an input that cannot be read is left out (not a budget or request
+                // error, which no input's absence would fix).
+                Err(e)
+                    if self.keep_going
+                        && matches!(
+                            e.kind(),
+                            ErrorKind::Io
+                                | ErrorKind::Format
+                                | ErrorKind::Size
+                                | ErrorKind::UnsupportedType
+                        ) =>
+                {
                     // A failure while reading one input: leave it out and run again.
                     let Some(p) = e.path().map(Path::to_path_buf) else {
                         return Err(e);
@@ -79,7 +92,7 @@ impl Request {
                     let Some(i) = paths.iter().position(|x| *x == p) else {
                         return Err(e);
                     };
-                    skipped.push((paths.remove(i), e.message()));
+                    dropped.push((paths.remove(i), e.message()));
                     if paths.is_empty() {
                         return Err(Error::new(
                             ErrorKind::Request,
@@ -90,6 +103,10 @@ impl Request {
                 }
                 Err(e) => return Err(e),
                 Ok((mut summary, st)) => {
+                    skipped.extend(dropped);
+                    // In the order the inputs were given.
+                    let pos = |p: &PathBuf| self.paths.iter().position(|x| x == p);
+                    skipped.sort_by_key(|(p, _)| pos(p));
                     summary.skipped = skipped;
                     return Ok((summary, st));
                 }
@@ -243,7 +260,14 @@ impl Request {
             });
         };
         for (d, plan) in inputs.domains.iter().zip(&planned.plans) {
-            let first = &inputs.sources[d.inputs.start];
+            // Its storage and I/O mode: those of its first input with rows (a domain of
+            // several inputs is all mapped; its empty inputs may be of any kind).
+            let lead = d
+                .inputs
+                .clone()
+                .find(|&i| inputs.sources[i].meta.rows > 0)
+                .unwrap_or(d.inputs.start);
+            let first = &inputs.sources[lead];
             let ins: Vec<exec::Input> = d
                 .inputs
                 .clone()
@@ -316,7 +340,14 @@ impl Request {
             .sources
             .iter()
             .enumerate()
-            .map(|(i, src)| InputId::of(&src.meta.path, inputs.starts[i], src.meta.rows))
+            .map(|(i, src)| {
+                InputId::of(
+                    &src.meta.path,
+                    src.dataset.as_deref(),
+                    inputs.starts[i],
+                    src.meta.rows,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(self.state_with(o, ids, rows, domains))
     }
@@ -440,7 +471,14 @@ impl Request {
             .sources
             .iter()
             .enumerate()
-            .map(|(i, src)| InputId::of(&src.meta.path, inputs.starts[i], src.meta.rows))
+            .map(|(i, src)| {
+                InputId::of(
+                    &src.meta.path,
+                    src.dataset.as_deref(),
+                    inputs.starts[i],
+                    src.meta.rows,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let owned = owned_rows(inputs, &o.rows);
         // Reuse what can be reused, plan the rest: every plan is made before reading.
@@ -558,7 +596,16 @@ fn reusable(st: &State, o: &Opened, ids: &[InputId], owned: &Range<u64>, r: &Req
             id.start < owned.end.max(owned.start + 1) && owned.start < id.start + id.rows.max(1)
         })
         .all(|(id, old)| id.same_file(old));
+    // The domains it holds nodes of are still domains, with the same leaves (an input
+    // rewritten in another layout changes them).
+    let domains_ok = st.domains.iter().all(|sd| {
+        o.inputs
+            .domains
+            .iter()
+            .any(|d| d.rows == sd.rows && plan::leaf_rows(&d.meta) == sd.leaf_rows)
+    });
     same_layout
+        && domains_ok
         && rows_ok
         && read_ok
         && st.dtype == meta.dtype

@@ -21,6 +21,7 @@ pub enum Reporter {
 pub struct Lines {
     start: Instant,
     last: Option<(Instant, u64)>,
+    files: usize,
 }
 
 impl Reporter {
@@ -33,6 +34,7 @@ impl Reporter {
             _ => Reporter::Lines(Mutex::new(Lines {
                 start: Instant::now(),
                 last: None,
+                files: 0,
             })),
         }
     }
@@ -82,9 +84,10 @@ impl Reporter {
                 if !due && p.bytes_done < p.bytes_total {
                     return;
                 }
-                if l.last.is_some_and(|(_, b)| b == p.bytes_done) {
+                if l.last.is_some_and(|(_, b)| b == p.bytes_done) && l.files == p.files_done {
                     return;
                 }
+                l.files = p.files_done;
                 let el = (now - l.start).as_secs_f64();
                 let rate = p.bytes_done as f64 / el.max(1e-9);
                 let eta = if p.bytes_done > 0 {

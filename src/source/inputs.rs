@@ -57,6 +57,15 @@ impl Inputs {
             };
             sources.push(open(p, ds)?);
         }
+        if dataset.is_some() && !sources.iter().any(|s| s.format == super::Format::Hdf5) {
+            return Err(Error::request(
+                &paths[0],
+                format!(
+                    "{} applies only to HDF5 files, and no input is one",
+                    crate::error::opt::DATASET
+                ),
+            ));
+        }
         Inputs::from_sources(sources)
     }
 
@@ -175,7 +184,9 @@ fn concat_meta(first: &ArrayMeta, rows: u64) -> Result<ArrayMeta> {
 /// Whether an input's rows can share leaves with its neighbours': elements contiguous in
 /// the file, in C order.
 fn joinable(s: &Source) -> bool {
-    matches!(s.storage, Storage::Mapped) && s.meta.mapped && s.meta.order == Order::C
+    // An empty input has no bytes to place: it never splits a domain.
+    s.meta.rows == 0
+        || (matches!(s.storage, Storage::Mapped) && s.meta.mapped && s.meta.order == Order::C)
 }
 
 fn domains(sources: &[Source], starts: &[u64]) -> Vec<Domain> {

@@ -63,6 +63,13 @@ pub(super) fn encode(s: &State) -> Vec<u8> {
         put_u64(&mut p, i.size);
         put_u64(&mut p, i.mtime_ns as u64);
         put_u32(&mut p, i.header_crc);
+        match &i.dataset {
+            Some(d) => {
+                p.push(1);
+                put_bytes(&mut p, d.as_bytes());
+            }
+            None => p.push(0),
+        }
     }
     put_u64(&mut p, s.columns.len() as u64);
     s.columns.iter().for_each(|&c| put_u64(&mut p, c));
@@ -169,6 +176,17 @@ impl<'a> Rd<'a> {
         let n = self.count(n, 1)?;
         self.take(n)
     }
+    /// A flag byte (0 none, 1 some) and a UTF-8 string.
+    fn opt_str(&mut self) -> Result<Option<String>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => String::from_utf8(self.bytes()?.to_vec())
+                .map(Some)
+                .map_err(|_| bad("corrupt state: a dataset name is not UTF-8")),
+            _ => Err(bad("corrupt state: bad dataset flag")),
+        }
+    }
+
     fn acc(&mut self) -> Result<Acc> {
         Ok(Acc {
             n: self.u64()?,
@@ -261,16 +279,9 @@ fn parse(r: &mut Rd<'_>) -> Result<State> {
     let n = r.u32()? as u64;
     let n = r.count(n, 8)?;
     let shape = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
-    let dataset = match r.u8()? {
-        0 => None,
-        1 => Some(
-            String::from_utf8(r.bytes()?.to_vec())
-                .map_err(|_| bad("corrupt state: the dataset name is not UTF-8"))?,
-        ),
-        _ => return Err(bad("corrupt state: bad dataset flag")),
-    };
+    let dataset = r.opt_str()?;
     let n = r.u32()? as u64;
-    let n = r.count(n, 4 + 8 * 4 + 4)?;
+    let n = r.count(n, 4 + 8 * 4 + 4 + 1)?;
     let mut inputs = Vec::with_capacity(n);
     for _ in 0..n {
         use std::os::unix::ffi::OsStrExt;
@@ -282,6 +293,7 @@ fn parse(r: &mut Rd<'_>) -> Result<State> {
             size: r.u64()?,
             mtime_ns: r.u64()? as i64,
             header_crc: r.u32()?,
+            dataset: r.opt_str()?,
         });
     }
     let n = r.u64()?;
@@ -392,6 +404,22 @@ fn validate(s: &State) -> Result<()> {
             .any(|w| w[0].first_leaf > w[1].first_leaf)
         {
             return fail("tree nodes out of order");
+        }
+        // Every node aligned and inside its domain (the tree relies on both).
+        let leaves = (d.rows.end - d.rows.start).div_ceil(d.leaf_rows);
+        for n in &d.nodes {
+            let ok = match n.level {
+                Some(l) => {
+                    l < 63
+                        && n.first_leaf % (1u64 << l) == 0
+                        && n.first_leaf < leaves
+                        && (1u64 << l) <= leaves.next_power_of_two()
+                }
+                None => n.first_leaf < leaves,
+            };
+            if !ok || n.accs.len() != s.columns.len() {
+                return fail("a tree node out of place");
+            }
         }
     }
     let mut at = 0;

@@ -37,11 +37,13 @@ pub struct InputId {
     pub mtime_ns: i64,
     /// CRC-32 of its first 4 KiB (the `.npy` header, the HDF5 superblock).
     pub header_crc: u32,
+    /// The HDF5 dataset read from it.
+    pub dataset: Option<String>,
 }
 
 impl InputId {
     /// Reads the identity of `path` now, for an input of `rows` rows starting at `start`.
-    pub fn of(path: &Path, start: u64, rows: u64) -> Result<InputId> {
+    pub fn of(path: &Path, dataset: Option<&str>, start: u64, rows: u64) -> Result<InputId> {
         use std::os::unix::fs::{FileExt, MetadataExt};
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let md = f.metadata().map_err(|e| Error::io(path, e))?;
@@ -55,6 +57,7 @@ impl InputId {
             size: md.len(),
             mtime_ns: md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec(),
             header_crc: crc32fast::hash(&head),
+            dataset: dataset.map(str::to_string),
         })
     }
 
@@ -71,6 +74,7 @@ impl InputId {
             && self.rows == other.rows
             && self.size == other.size
             && self.header_crc == other.header_crc
+            && self.dataset == other.dataset
     }
 }
 
