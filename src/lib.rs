@@ -39,6 +39,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "mpi")]
+pub mod cluster;
 mod error;
 #[doc(hidden)]
 pub mod exec;

@@ -173,6 +173,11 @@ struct StatsArgs {
     /// With --state-dir: reuse every state in DIR whose input is unchanged, read the rest.
     #[arg(long, requires = "state_dir")]
     resume: bool,
+    /// Run across the ranks of an MPI job (also chosen when started by mpirun/srun): each
+    /// rank reduces a leaf-aligned share of the rows, rank 0 merges and writes the output.
+    #[cfg(feature = "mpi")]
+    #[arg(long)]
+    mpi: bool,
     /// Reduce every readable input, skip the others (each listed on stderr as
     /// `warning: FILE: reason`, and under `skipped` in JSON); exit status 3 if any was.
     #[arg(long)]
@@ -236,6 +241,8 @@ fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) if msg == SKIPPED => ExitCode::from(3),
+        #[cfg(feature = "mpi")]
+        Err(msg) if msg == QUIET => ExitCode::from(1),
         Err(msg) => {
             let _ = writeln!(std::io::stderr(), "error: {}", one_line(&msg));
             ExitCode::from(1)
@@ -277,14 +284,14 @@ fn stats(a: StatsArgs) -> Result<(), String> {
             Nan::Skip => NanPolicy::Skip,
             Nan::Propagate => NanPolicy::Propagate,
         });
-    if let Some(d) = a.dataset {
-        req = req.dataset(d);
+    if let Some(d) = &a.dataset {
+        req = req.dataset(d.clone());
     }
     if let Some(s) = &a.stats {
         req = req.stats(&s.0);
     }
-    if let Some(c) = a.columns {
-        req = req.columns(c);
+    if let Some(c) = &a.columns {
+        req = req.columns(c.clone());
     }
     if let Some(r) = a.rows {
         req = req.rows(r);
@@ -300,6 +307,10 @@ fn stats(a: StatsArgs) -> Result<(), String> {
         Io::Mmap => colstats::IoMode::Mmap,
         Io::Read => colstats::IoMode::Read,
     });
+    #[cfg(feature = "mpi")]
+    if a.mpi || colstats::cluster::under_launcher() {
+        return stats_cluster(&a, req, fmt);
+    }
     // Outputs that cannot be written are found before any data is read.
     for p in a.output.iter().chain(&a.save_state) {
         check_writable(p)?;
@@ -327,6 +338,60 @@ fn stats(a: StatsArgs) -> Result<(), String> {
 
 /// The error text that makes `main` exit with status 3 (some inputs skipped) silently.
 const SKIPPED: &str = "\u{0}skipped";
+/// The error text that makes `main` exit with status 1 silently (an MPI rank other than 0:
+/// rank 0 prints the job's one error line).
+#[cfg(feature = "mpi")]
+const QUIET: &str = "\u{0}quiet";
+
+/// `stats` across MPI ranks: every rank plans, reduces its share and agrees on each phase's
+/// outcome; rank 0 alone checks and writes the outputs, prints errors and shows progress.
+#[cfg(feature = "mpi")]
+fn stats_cluster(a: &StatsArgs, req: Request, fmt: OutFormat) -> Result<(), String> {
+    use colstats::{Error, ErrorKind};
+    let cluster = colstats::cluster::Cluster::init().map_err(|e| e.cli_message())?;
+    let root = cluster.rank() == 0;
+    let as_err = |m: String| Error::new(ErrorKind::Request, None, m);
+    // Rank 0 prints the job's one error line, then every rank exits 1 together.
+    let quiet = |e: Error| {
+        if root {
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&e.message()));
+        }
+        cluster.barrier();
+        QUIET.to_string()
+    };
+    let pre = if root {
+        a.output
+            .iter()
+            .chain(&a.save_state)
+            .try_for_each(|p| check_writable(p))
+            .map_err(as_err)
+    } else {
+        Ok(())
+    };
+    cluster.agree(pre).map_err(quiet)?;
+    let reporter = progress::Reporter::new(if root {
+        a.progress
+    } else {
+        ProgressMode::Never
+    });
+    let out = cluster.run(&req, a.save_state.is_some(), |p| reporter.update(p));
+    reporter.finish();
+    let written = match out {
+        Err(e) => return Err(quiet(e)),
+        Ok(None) => Ok(()),
+        Ok(Some((summary, state))) => {
+            let saved = match (&a.save_state, state) {
+                (Some(path), Some(st)) => st.save(path).map_err(|e| e.cli_message()),
+                _ => Ok(()),
+            };
+            saved.and_then(|_| emit(&summary, fmt, a.output.as_deref(), a.threads))
+        }
+    };
+    // Every rank exits with rank 0's outcome.
+    let all = cluster.agree(written.map_err(as_err)).map_err(quiet);
+    drop(cluster);
+    all
+}
 
 /// Every input stays open for the run: lift the soft limit on open files (often 1024)
 /// towards the hard one when the inputs need it.
@@ -368,7 +433,13 @@ fn check_writable(path: &std::path::Path) -> Result<(), String> {
         .prefix(".colstats-check")
         .tempfile_in(dir)
         .map(drop)
-        .map_err(|e| format!("{}: cannot write output: {e}", path.display()))
+        .map_err(|e| {
+            // The OS error alone (tempfile adds the temporary file's name).
+            let e = e
+                .raw_os_error()
+                .map_or(e, std::io::Error::from_raw_os_error);
+            format!("{}: cannot write output: {e}", path.display())
+        })
 }
 
 fn merge(a: MergeArgs) -> Result<(), String> {
