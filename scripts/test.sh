@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Every test (unit, integration, doctests), a debug build of a crate that depends on
-# colstats, then the quick end-to-end benchmark (which asserts nothing about speed), then a
+# Every test (unit, integration, doctests, MPI runs), a debug build of a crate that depends on
+# colstats, then the quick end-to-end benchmarks (which asserts nothing about speed), then a
 # one-line total. This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --mpi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-targets 2>&1 | tee "$log"
 cargo test --doc 2>&1 | tee -a "$log"
+# MPI: the same binary built with the `mpi` feature, run under mpirun -n 1..4.
+cargo test --release --features mpi --test mpi 2>&1 | tee -a "$log"
 ./scripts/dependent_check.sh
 cargo bench --bench e2e -- --quick
 cargo bench --bench batch -- --quick

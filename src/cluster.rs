@@ -124,6 +124,7 @@ impl Cluster {
         progress: impl Fn(&Progress) + Sync,
     ) -> Result<Option<(Summary, Option<State>)>> {
         let (rank, size) = (self.rank(), self.size());
+        let t0 = Instant::now();
         // Phase 1: every rank the same split (headers read, plans checked).
         let split = guarded(|| {
             injected(rank, "plan")?;
@@ -148,6 +149,7 @@ impl Cluster {
             Err(e) => return self.agree(Err(e)).map(|_| None),
         };
         // Phase 2: each rank its rows, progress sent to rank 0 meanwhile.
+        let t1 = Instant::now();
         let mine: Range<u64> = ranges[rank].clone();
         let local = self.reduce_with_progress(req, &mine, &progress);
         let state = match local {
@@ -157,28 +159,63 @@ impl Cluster {
             }
             Err(e) => return self.agree(Err(e)).map(|_| None),
         };
-        // Phase 3: the states to rank 0, in rank order, merged there in row order.
-        if rank != 0 {
-            send_bytes(&self.world.process_at_rank(0), &state.to_bytes());
-            return Ok(None);
-        }
+        // Phase 3: the states to rank 0 in a binary tree that keeps leaf order: at step d
+        // (1, 2, 4, ...) rank r with r % 2d == d sends its state to r - d, which merges it
+        // and compacts the result. Rank 0 receives log2(N) states instead of N - 1.
+        let t2 = Instant::now();
         let mut merged = state;
-        let mut failure = None;
-        for r in 1..size {
-            let bytes = receive_bytes(&self.world.process_at_rank(r as i32));
-            if failure.is_some() {
-                continue;
+        let mut failure: Option<Error> = None;
+        let mut gathered = 0usize;
+        let mut d = 1usize;
+        while d < size {
+            if rank % (2 * d) == d {
+                // An empty message tells the parent this subtree failed.
+                let bytes = if failure.is_some() {
+                    Vec::new()
+                } else {
+                    merged.to_bytes()
+                };
+                send_bytes(&self.world.process_at_rank((rank - d) as i32), &bytes);
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                };
             }
-            match State::from_bytes(&bytes).and_then(|s| merged.merge(&s)) {
-                Ok(()) => {}
-                Err(e) => failure = Some(e),
+            if rank + d < size {
+                let bytes = receive_bytes(&self.world.process_at_rank((rank + d) as i32));
+                gathered += bytes.len();
+                if failure.is_none() {
+                    let got = if bytes.is_empty() {
+                        Err(Error::new(
+                            ErrorKind::Mismatch,
+                            None,
+                            format!("rank {} could not merge its ranks' states", rank + d),
+                        ))
+                    } else {
+                        State::from_bytes(&bytes).and_then(|s| merged.merge(&s))
+                    };
+                    match got {
+                        Ok(()) => merged.compact(),
+                        Err(e) => failure = Some(e),
+                    }
+                }
             }
+            d *= 2;
         }
         if let Some(e) = failure {
             return Err(e);
         }
         let mut summary = merged.finish_with(&req.stats, Some(req.ddof))?;
         summary.rows = merged.row_count();
+        if std::env::var_os("COLSTATS_MPI_TIMING").is_some() {
+            // Diagnostics for the cost model (README): seconds per phase on rank 0.
+            eprintln!(
+                "mpi timing: ranks {size} split {:.6} s reduce {:.6} s gather+merge {:.6} s state bytes {gathered}",
+                (t1 - t0).as_secs_f64(),
+                (t2 - t1).as_secs_f64(),
+                t2.elapsed().as_secs_f64()
+            );
+        }
         Ok(Some((summary, want_state.then_some(merged))))
     }
 

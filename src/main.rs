@@ -376,8 +376,10 @@ fn stats_cluster(a: &StatsArgs, req: Request, fmt: OutFormat) -> Result<(), Stri
     });
     let out = cluster.run(&req, a.save_state.is_some(), |p| reporter.update(p));
     reporter.finish();
+    // Every rank reaches the final agreement, whatever happened (an error in the gather is
+    // known to one rank only).
     let written = match out {
-        Err(e) => return Err(quiet(e)),
+        Err(e) => Err(e.message()),
         Ok(None) => Ok(()),
         Ok(Some((summary, state))) => {
             let saved = match (&a.save_state, state) {

@@ -173,6 +173,13 @@ fn every_rank_count_prints_the_bytes_of_one_process() {
             "table",
         ]),
     ];
+    // Up to 8 ranks (more ranks than leaves in places) on the batch of shards.
+    let want = single(&cases[2]);
+    for n in 5..=8 {
+        let (got, _) = mpirun(n, &cases[2], &[], 120);
+        assert!(got.status.success());
+        assert_eq!(got.stdout, want.stdout, "n={n}");
+    }
     for case in &cases {
         let want = single(case);
         assert!(want.status.success());
