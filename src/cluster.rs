@@ -31,6 +31,13 @@ const TAG_STATE: i32 = 14;
 /// Bytes per point-to-point message (MPI counts are C ints).
 const PIECE: usize = 1 << 30;
 
+/// This process's rank as the launcher's environment gives it (before `MPI_Init`), if any.
+pub fn launcher_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
 /// Whether this process was started by an MPI launcher (`mpirun`, `mpiexec`, `srun` with
 /// PMI/PMIx): the variables Open MPI, MPICH and PMIx set in every rank.
 pub fn under_launcher() -> bool {
@@ -70,6 +77,18 @@ impl Cluster {
     /// rank exits: mpirun drops the output of a job it is tearing down).
     pub fn barrier(&self) {
         self.world.barrier();
+    }
+
+    /// Rank 0's `bytes`, on every rank (what the others pass is ignored). A collective.
+    pub fn share(&self, bytes: Vec<u8>) -> Vec<u8> {
+        if self.rank() == 0 {
+            for r in 1..self.world.size() {
+                send_bytes(&self.world.process_at_rank(r), &bytes);
+            }
+            bytes
+        } else {
+            receive_bytes(&self.world.process_at_rank(0))
+        }
     }
 
     /// Every rank passes its local outcome; all return `Ok` when every rank succeeded, else
@@ -164,18 +183,21 @@ impl Cluster {
         // and compacts the result. Rank 0 receives log2(N) states instead of N - 1.
         let t2 = Instant::now();
         let mut merged = state;
-        let mut failure: Option<Error> = None;
+        let mut failure: Option<Error> = guarded(|| injected(rank, "gather")).err();
         let mut gathered = 0usize;
         let mut d = 1usize;
         while d < size {
             if rank % (2 * d) == d {
-                // An empty message tells the parent this subtree failed.
-                let bytes = if failure.is_some() {
-                    Vec::new()
-                } else {
-                    merged.to_bytes()
+                // A leading 1 and the state, or a leading 0 and the subtree's error.
+                let bytes = match &failure {
+                    None => guarded(|| Ok(merged.to_bytes())),
+                    Some(e) => Err(Error::new(e.kind(), None, e.cli_message())),
                 };
-                send_bytes(&self.world.process_at_rank((rank - d) as i32), &bytes);
+                let msg = match bytes {
+                    Ok(b) => [vec![1u8], b].concat(),
+                    Err(e) => [vec![0u8], encode_error(&e)].concat(),
+                };
+                send_bytes(&self.world.process_at_rank((rank - d) as i32), &msg);
                 return match failure {
                     Some(e) => Err(e),
                     None => Ok(None),
@@ -185,19 +207,16 @@ impl Cluster {
                 let bytes = receive_bytes(&self.world.process_at_rank((rank + d) as i32));
                 gathered += bytes.len();
                 if failure.is_none() {
-                    let got = if bytes.is_empty() {
-                        Err(Error::new(
-                            ErrorKind::Mismatch,
-                            None,
-                            format!("rank {} could not merge its ranks' states", rank + d),
-                        ))
-                    } else {
-                        State::from_bytes(&bytes).and_then(|s| merged.merge(&s))
+                    let got = match bytes.split_first() {
+                        Some((1, st)) => guarded(|| {
+                            merged.merge(&State::from_bytes(st)?)?;
+                            merged.compact();
+                            Ok(())
+                        }),
+                        Some((_, e)) => Err(decode_error(e)),
+                        None => Err(Error::new(ErrorKind::Io, None, "an empty message")),
                     };
-                    match got {
-                        Ok(()) => merged.compact(),
-                        Err(e) => failure = Some(e),
-                    }
+                    failure = got.err();
                 }
             }
             d *= 2;
@@ -205,7 +224,7 @@ impl Cluster {
         if let Some(e) = failure {
             return Err(e);
         }
-        let mut summary = merged.finish_with(&req.stats, Some(req.ddof))?;
+        let mut summary = guarded(|| merged.finish_with(&req.stats, Some(req.ddof)))?;
         summary.rows = merged.row_count();
         if std::env::var_os("COLSTATS_MPI_TIMING").is_some() {
             // Diagnostics for the cost model (README): seconds per phase on rank 0.
@@ -309,8 +328,9 @@ impl Cluster {
 }
 
 /// Testing aid: `COLSTATS_MPI_TEST_FAIL=RANK:PHASE` makes rank RANK fail in PHASE (`plan`:
-/// while opening and splitting; `reduce`: while reducing; `panic`: a panic while reducing;
-/// `kill`: SIGKILL while reducing), so that tests can fail one rank alone.
+/// while opening and splitting; `reduce`: while reducing; `gather`: before passing its
+/// state on; `panic`: a panic while reducing; `kill`: SIGKILL while reducing), so that tests
+/// can fail one rank alone.
 fn injected(rank: usize, phase: &str) -> Result<()> {
     let Ok(spec) = std::env::var("COLSTATS_MPI_TEST_FAIL") else {
         return Ok(());
@@ -322,7 +342,7 @@ fn injected(rank: usize, phase: &str) -> Result<()> {
         return Ok(());
     }
     match (p, phase) {
-        ("plan", "plan") | ("reduce", "reduce") => Err(Error::new(
+        ("plan", "plan") | ("reduce", "reduce") | ("gather", "gather") => Err(Error::new(
             ErrorKind::Io,
             None,
             format!("injected failure on rank {rank} ({phase})"),

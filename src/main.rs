@@ -231,8 +231,32 @@ fn parse_memory(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// Whether this process should print what goes wrong before MPI starts: not an MPI rank
+/// other than 0 (every rank parses the same arguments; rank 0 speaks for all).
+fn speaks() -> bool {
+    #[cfg(feature = "mpi")]
+    {
+        colstats::cluster::launcher_rank().unwrap_or(0) == 0
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        true
+    }
+}
+
+/// Ends the process with a usage error (status 2), printed by the rank that speaks.
+fn usage_exit(e: clap::Error) -> ! {
+    if speaks() {
+        e.exit()
+    }
+    // Before MPI starts there is no barrier: give rank 0's message time to reach mpirun,
+    // which drops the output of a job it tears down once one rank has failed.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    std::process::exit(e.exit_code())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_exit(e));
     let res = match cli.cmd {
         Cmd::Stats(a) => stats(a),
         Cmd::Info(a) => info(a),
@@ -267,15 +291,43 @@ fn one_line(msg: &str) -> String {
 fn stats(a: StatsArgs) -> Result<(), String> {
     let fmt = out_format(a.format);
     if fmt == OutFormat::Npz && a.output.is_none() {
-        clap::Error::raw(
+        usage_exit(clap::Error::raw(
             clap::error::ErrorKind::MissingRequiredArgument,
             "--format npz needs -o FILE.npz\n",
-        )
-        .exit();
+        ));
+    }
+    #[cfg(feature = "mpi")]
+    if a.mpi || colstats::cluster::under_launcher() {
+        return stats_cluster(&a, fmt);
     }
     let files = input_list(&a.files, a.files_from.as_deref())?;
     raise_open_file_limit(files.len());
-    let mut req = Request::inputs(&files)
+    let req = build_request(&a, &files);
+    // Outputs that cannot be written are found before any data is read.
+    for p in a.output.iter().chain(&a.save_state) {
+        check_writable(p)?;
+    }
+    let reporter = progress::Reporter::new(a.progress);
+    let res = req.run_job(|p| reporter.update(p), a.save_state.is_some());
+    reporter.finish();
+    let (summary, state) = res.map_err(|e| e.cli_message())?;
+    if let (Some(path), Some(state)) = (&a.save_state, state) {
+        state.save(path).map_err(|e| e.cli_message())?;
+    }
+    for (f, why) in &summary.skipped {
+        eprintln!("warning: {}: {}", f.display(), one_line(why));
+    }
+    emit(&summary, fmt, a.output.as_deref(), a.threads)?;
+    if summary.skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(SKIPPED.to_string())
+    }
+}
+
+/// The request the options describe, over `files`.
+fn build_request(a: &StatsArgs, files: &[PathBuf]) -> Request {
+    let mut req = Request::inputs(files)
         .per_input(a.per_file)
         .keep_going(a.keep_going)
         .ddof(a.ddof)
@@ -307,33 +359,10 @@ fn stats(a: StatsArgs) -> Result<(), String> {
         Io::Mmap => colstats::IoMode::Mmap,
         Io::Read => colstats::IoMode::Read,
     });
-    #[cfg(feature = "mpi")]
-    if a.mpi || colstats::cluster::under_launcher() {
-        return stats_cluster(&a, req, fmt);
-    }
-    // Outputs that cannot be written are found before any data is read.
-    for p in a.output.iter().chain(&a.save_state) {
-        check_writable(p)?;
-    }
     if let Some(dir) = &a.state_dir {
         req = req.state_dir(dir, a.resume);
     }
-    let reporter = progress::Reporter::new(a.progress);
-    let res = req.run_job(|p| reporter.update(p), a.save_state.is_some());
-    reporter.finish();
-    let (summary, state) = res.map_err(|e| e.cli_message())?;
-    if let (Some(path), Some(state)) = (&a.save_state, state) {
-        state.save(path).map_err(|e| e.cli_message())?;
-    }
-    for (f, why) in &summary.skipped {
-        eprintln!("warning: {}: {}", f.display(), one_line(why));
-    }
-    emit(&summary, fmt, a.output.as_deref(), a.threads)?;
-    if summary.skipped.is_empty() {
-        Ok(())
-    } else {
-        Err(SKIPPED.to_string())
-    }
+    req
 }
 
 /// The error text that makes `main` exit with status 3 (some inputs skipped) silently.
@@ -346,8 +375,9 @@ const QUIET: &str = "\u{0}quiet";
 /// `stats` across MPI ranks: every rank plans, reduces its share and agrees on each phase's
 /// outcome; rank 0 alone checks and writes the outputs, prints errors and shows progress.
 #[cfg(feature = "mpi")]
-fn stats_cluster(a: &StatsArgs, req: Request, fmt: OutFormat) -> Result<(), String> {
+fn stats_cluster(a: &StatsArgs, fmt: OutFormat) -> Result<(), String> {
     use colstats::{Error, ErrorKind};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let cluster = colstats::cluster::Cluster::init().map_err(|e| e.cli_message())?;
     let root = cluster.rank() == 0;
     let as_err = |m: String| Error::new(ErrorKind::Request, None, m);
@@ -359,16 +389,36 @@ fn stats_cluster(a: &StatsArgs, req: Request, fmt: OutFormat) -> Result<(), Stri
         cluster.barrier();
         QUIET.to_string()
     };
-    let pre = if root {
-        a.output
-            .iter()
-            .chain(&a.save_state)
-            .try_for_each(|p| check_writable(p))
-            .map_err(as_err)
+    // Rank 0 alone resolves the inputs (globs, --files-from, standard input, which only it
+    // receives) and checks the outputs; every rank gets its list.
+    let listed = if root {
+        input_list(&a.files, a.files_from.as_deref()).and_then(|files| {
+            for p in a.output.iter().chain(&a.save_state) {
+                check_writable(p)?;
+            }
+            Ok(files)
+        })
     } else {
-        Ok(())
+        Ok(Vec::new())
     };
-    cluster.agree(pre).map_err(quiet)?;
+    let bytes = match &listed {
+        Ok(files) => files
+            .iter()
+            .map(|f| f.as_os_str().as_bytes())
+            .collect::<Vec<_>>()
+            .join(&0u8),
+        Err(_) => Vec::new(),
+    };
+    cluster
+        .agree(listed.map(|_| ()).map_err(as_err))
+        .map_err(quiet)?;
+    let shared = cluster.share(bytes);
+    let files: Vec<PathBuf> = shared
+        .split(|&b| b == 0)
+        .map(|f| PathBuf::from(std::ffi::OsString::from_vec(f.to_vec())))
+        .collect();
+    raise_open_file_limit(files.len());
+    let req = build_request(a, &files);
     let reporter = progress::Reporter::new(if root {
         a.progress
     } else {
@@ -379,17 +429,19 @@ fn stats_cluster(a: &StatsArgs, req: Request, fmt: OutFormat) -> Result<(), Stri
     // Every rank reaches the final agreement, whatever happened (an error in the gather is
     // known to one rank only).
     let written = match out {
-        Err(e) => Err(e.message()),
+        Err(e) => Err(e.cli_message()),
         Ok(None) => Ok(()),
         Ok(Some((summary, state))) => {
-            let saved = match (&a.save_state, state) {
-                (Some(path), Some(st)) => st.save(path).map_err(|e| e.cli_message()),
-                _ => Ok(()),
+            let write = || {
+                if let (Some(path), Some(st)) = (&a.save_state, state) {
+                    st.save(path).map_err(|e| e.cli_message())?;
+                }
+                emit(&summary, fmt, a.output.as_deref(), a.threads)
             };
-            saved.and_then(|_| emit(&summary, fmt, a.output.as_deref(), a.threads))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
+                .unwrap_or_else(|_| Err("internal error (a panic) while writing the output".into()))
         }
     };
-    // Every rank exits with rank 0's outcome.
     let all = cluster.agree(written.map_err(as_err)).map_err(quiet);
     drop(cluster);
     all

@@ -209,6 +209,47 @@ fn every_rank_count_prints_the_bytes_of_one_process() {
 }
 
 #[test]
+fn the_input_list_comes_from_rank_0_even_on_stdin() {
+    let inp = inputs();
+    let list: String = inp.shards.iter().map(|s| format!("{}\n", p(s))).collect();
+    let mut args = strs(&["stats", "--files-from", "-", "--format", "json"]);
+    let want = {
+        let mut c = bin()
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    assert!(want.status.success());
+    args.extend(strs(&["--threads", "1"]));
+    let mut c = Command::new("timeout")
+        .args(["-k", "5", "60", "mpirun", "-n", "3"])
+        .arg(env!("CARGO_BIN_EXE_colstats"))
+        .args(&args)
+        .envs(ENV)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
+    }
+    let got = c.wait_with_output().unwrap();
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(got.stdout, want.stdout);
+}
+
+#[test]
 fn save_state_under_mpi_merges_like_one_process() {
     let inp = inputs();
     let dir = inp.whole.parent().unwrap();
@@ -234,7 +275,7 @@ fn save_state_under_mpi_merges_like_one_process() {
 
 /// Runs a failing case at n = 4 and checks: non-zero on every rank (mpirun's status), within
 /// the time limit, nothing on stdout, and (unless a rank was killed) our one error line.
-fn fails(args: &[String], env: &[(&str, &str)], want: &str, mpirun_quiet: bool) {
+fn fails(args: &[String], env: &[(&str, &str)], want: &str) {
     let limit = 40;
     let (out, took) = mpirun(4, args, env, limit);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -253,7 +294,6 @@ fn fails(args: &[String], env: &[(&str, &str)], want: &str, mpirun_quiet: bool) 
         assert_eq!(ours.len(), 1, "{args:?} {env:?}: {err}");
         assert!(ours[0].contains(want), "{args:?} {env:?}: {err}");
     }
-    let _ = mpirun_quiet;
 }
 
 #[test]
@@ -261,18 +301,16 @@ fn a_failure_on_any_rank_ends_every_rank() {
     let inp = inputs();
     let w = p(&inp.whole);
     let missing = p(&inp.whole.with_file_name("missing.npy"));
-    fails(&strs(&["stats", &w, &missing]), &[], "missing.npy", false);
+    fails(&strs(&["stats", &w, &missing]), &[], "missing.npy");
     fails(
         &strs(&["stats", &w, "-o", "/nonexistent/out.json"]),
         &[],
         "cannot write output",
-        false,
     );
     fails(
         &strs(&["stats", &w, "--memory", "1MiB", "--per-file"]),
         &[],
         "not available across MPI ranks",
-        false,
     );
     for (spec, want) in [
         ("2:plan", "injected failure on rank 2 (plan)"),
@@ -287,14 +325,38 @@ fn a_failure_on_any_rank_ends_every_rank() {
             &strs(&["stats", &w]),
             &[("COLSTATS_MPI_TEST_FAIL", spec)],
             want,
-            false,
         );
     }
+    // One rank's state never reaches rank 0: its own error is the job's.
+    fails(
+        &strs(&["stats", &w]),
+        &[("COLSTATS_MPI_TEST_FAIL", "2:gather")],
+        "injected failure on rank 2 (gather)",
+    );
+    fails(
+        &strs(&["stats", &w]),
+        &[("COLSTATS_MPI_TEST_FAIL", "3:gather")],
+        "injected failure on rank 3 (gather)",
+    );
+    // Single-process modes are refused on every rank, not ignored.
+    let sd = inp.whole.with_file_name("states");
+    fails(
+        &strs(&["stats", &w, "--state-dir", &p(&sd)]),
+        &[],
+        "not available across MPI ranks",
+    );
+    assert!(!sd.exists());
+    // Errors found before the data (no file matches, a bad option) are printed once.
+    let pattern = p(&inp.whole.with_file_name("nomatch*.npy"));
+    fails(&strs(&["stats", &pattern]), &[], "no file matches");
+    let (out, _) = mpirun(4, &strs(&["stats", &w, "--bogus"]), &[], 40);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("unexpected argument").count(), 1, "{err}");
     // A rank killed mid-run: mpirun ends the job (or the timeout does); never success.
     fails(
         &strs(&["stats", &w]),
         &[("COLSTATS_MPI_TEST_FAIL", "2:kill")],
         "",
-        false,
     );
 }

@@ -100,15 +100,18 @@ impl Reporter {
                     .as_ref()
                     .map(|c| format!(" {}", c.display()))
                     .unwrap_or_default();
+                let files = if p.files_total > 0 {
+                    format!(" files {}/{}{file}", p.files_done, p.files_total)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     std::io::stderr(),
-                    "progress: {:.1}% {}/{} {}/s files {}/{}{file} elapsed {:.0}s ETA {}",
+                    "progress: {:.1}% {}/{} {}/s{files} elapsed {:.0}s ETA {}",
                     pct(p.bytes_done),
                     super::human(p.bytes_done),
                     super::human(p.bytes_total),
                     super::human(rate as u64),
-                    p.files_done,
-                    p.files_total,
                     el,
                     if eta.is_finite() {
                         format!("{eta:.0}s")
