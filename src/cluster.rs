@@ -134,8 +134,9 @@ impl Cluster {
 
     /// Runs `req` across the ranks. Rank 0 returns the summary (and, with `want_state`, the
     /// merged state), exactly what one process would; the other ranks return `None`.
-    /// `progress` is called on rank 0 only, with every rank's bytes. Refused (on every rank)
-    /// for per-input results, batch mode and keep-going, which are single-process modes.
+    /// `progress` is called on rank 0 only, with every rank's bytes. Per-input results travel
+    /// in the states. Refused (on every rank) for batch mode and keep-going, which are
+    /// single-process modes.
     pub fn run(
         &self,
         req: &Request,
@@ -147,12 +148,12 @@ impl Cluster {
         // Phase 1: every rank the same split (headers read, plans checked).
         let split = guarded(|| {
             injected(rank, "plan")?;
-            if req.per_input || req.keep_going || req.state_dir.is_some() {
+            if req.keep_going || req.state_dir.is_some() {
                 return Err(Error::new(
                     ErrorKind::Request,
                     None,
-                    "per-input results, keep-going and a state directory are not available \
-                     across MPI ranks (run them in one process)",
+                    "keep-going and a state directory are not available across MPI ranks \
+                     (run them in one process)",
                 ));
             }
             let mut ranges = req.shards(size as u64)?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::moments::Acc;
 use crate::request::budget_error;
-use crate::state::{DomainNodes, InputId};
+use crate::state::{DomainNodes, InputId, InputNodes};
 use crate::*;
 
 /// How far a run has come, for a progress display.
@@ -54,6 +54,8 @@ pub(crate) struct Reduced {
     accs: Vec<Acc>,
     per_input: Vec<Vec<Acc>>,
     domains: Vec<DomainNodes>,
+    /// Each input's own tree (kept nodes with per-input results).
+    input_trees: Vec<InputNodes>,
 }
 
 type ProgressCb<'a> = &'a (dyn Fn(&Progress) + Sync);
@@ -139,7 +141,8 @@ impl Request {
                 let planned = self.plan_rows(&o, o.rows.clone())?;
                 let red = self.reduce(&o, &planned, state, 0, planned.bytes, progress)?;
                 let st = if state {
-                    Some(self.state_of(&o, &planned.rows, red.domains.clone())?)
+                    let trees = self.per_input.then(|| red.input_trees.clone());
+                    Some(self.state_of(&o, &planned.rows, red.domains.clone(), trees)?)
                 } else {
                     None
                 };
@@ -240,6 +243,7 @@ impl Request {
         let mut accs: Option<Vec<Acc>> = None;
         let mut per_input = vec![Vec::new(); inputs.sources.len()];
         let mut domains = Vec::new();
+        let mut input_trees = Vec::new();
         let mut done = base;
         let report = |bytes: u64| {
             // The input being read: the one holding the row this far into the rows.
@@ -300,11 +304,32 @@ impl Request {
                 .map(|b| exec::block_bytes(b, itemsize))
                 .sum::<u64>();
             if self.per_input {
+                let tree = |nodes: Vec<moments::Node>| DomainNodes {
+                    rows: d.rows.clone(),
+                    leaf_rows: plan.leaf_rows,
+                    nodes,
+                };
                 if d.inputs.len() == 1 {
                     per_input[d.inputs.start] = out.accs.clone();
+                    if keep_nodes && !out.nodes.is_empty() {
+                        input_trees.push(InputNodes {
+                            input: d.inputs.start,
+                            order: inputs.sources[d.inputs.start].meta.order,
+                            tree: tree(out.nodes.clone()),
+                        });
+                    }
                 } else {
                     for (k, a) in out.per_input.into_iter().enumerate() {
                         per_input[d.inputs.start + k] = a;
+                    }
+                    for (k, nodes) in out.per_input_nodes.into_iter().enumerate() {
+                        if !nodes.is_empty() {
+                            input_trees.push(InputNodes {
+                                input: d.inputs.start + k,
+                                order: inputs.sources[d.inputs.start + k].meta.order,
+                                tree: tree(nodes),
+                            });
+                        }
                     }
                 }
             }
@@ -330,11 +355,18 @@ impl Request {
             accs: accs.unwrap_or_else(|| vec![Acc::EMPTY; o.sel.len()]),
             per_input,
             domains,
+            input_trees,
         })
     }
 
     /// The state of a reduction over `rows`.
-    fn state_of(&self, o: &Opened, rows: &Range<u64>, domains: Vec<DomainNodes>) -> Result<State> {
+    fn state_of(
+        &self,
+        o: &Opened,
+        rows: &Range<u64>,
+        domains: Vec<DomainNodes>,
+        per_input: Option<Vec<InputNodes>>,
+    ) -> Result<State> {
         let inputs = &o.inputs;
         let ids = inputs
             .sources
@@ -349,7 +381,9 @@ impl Request {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.state_with(o, ids, rows, domains))
+        let mut st = self.state_with(o, ids, rows, domains);
+        st.per_input = per_input;
+        Ok(st)
     }
 
     fn state_with(
@@ -379,6 +413,7 @@ impl Request {
                 vec![rows.clone()]
             },
             domains,
+            per_input: None,
         }
     }
 

@@ -299,6 +299,36 @@ fn saved_states_merge_to_the_bits_of_one_run_in_any_order() {
     right.merge(&left).unwrap();
     let whole = Request::inputs(&sp.shards).run().unwrap();
     same_bits(&right.finish(None), &whole, "pairs of pairs");
+    // Per-file results travel in the states too.
+    let pf: Vec<PathBuf> = bounds
+        .windows(2)
+        .enumerate()
+        .map(|(k, w)| {
+            let st = dir.join(format!("pf-{k}.cstate"));
+            let rows = format!("{}:{}", w[0], w[1]);
+            let mut a = vec![
+                "stats",
+                "--per-file",
+                "--rows",
+                &rows,
+                "--save-state",
+                s(&st),
+            ];
+            a.extend(["-o", "/dev/null"]);
+            a.extend(&shards);
+            assert!(cli(&a).status.success());
+            st
+        })
+        .collect();
+    let mut m = vec!["merge", "--format", "json"];
+    m.extend(pf.iter().rev().map(|p| s(p)));
+    let mut one_pf = one.clone();
+    one_pf.push("--per-file");
+    assert_eq!(
+        cli(&m).stdout,
+        cli(&one_pf).stdout,
+        "per-file results through states"
+    );
     // ddof is applied at the end.
     let ddof1 = cli(&[
         "merge",

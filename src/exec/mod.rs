@@ -82,6 +82,8 @@ pub struct Output {
     pub nodes: Vec<Node>,
     /// Per input, its own results (empty unless [`Job::per_input`] and several inputs).
     pub per_input: Vec<Vec<Acc>>,
+    /// Per input, the nodes of its own tree (as `per_input`, and only when nodes are kept).
+    pub per_input_nodes: Vec<Vec<Node>>,
 }
 
 struct State {
@@ -91,6 +93,7 @@ struct State {
     input_trees: BTreeMap<(usize, usize), Tree>,
     results: Vec<Acc>,
     per_input: Vec<Vec<Acc>>,
+    per_input_nodes: Vec<Vec<Node>>,
     nodes: Vec<Node>,
     error: Option<Error>,
 }
@@ -116,11 +119,13 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outp
     } else {
         Vec::new()
     };
+    let per_input_nodes = vec![Vec::new(); per_input.len()];
     if plan.blocks.is_empty() {
         return Ok(Output {
             accs: results,
             nodes: Vec::new(),
             per_input,
+            per_input_nodes,
         });
     }
     // Called from inside a rayon pool (`ThreadPool::install`): run on that pool.
@@ -152,6 +157,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outp
         input_trees: BTreeMap::new(),
         results: std::mem::take(&mut results),
         per_input,
+        per_input_nodes,
         nodes: Vec::new(),
         error: None,
     });
@@ -231,6 +237,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outp
         accs: st.results,
         nodes: st.nodes,
         per_input: st.per_input,
+        per_input_nodes: st.per_input_nodes,
     })
 }
 
@@ -260,18 +267,7 @@ fn drain(st: &mut State, job: &Job<'_>, plan: &Plan) {
         if st.next_merge == g.first_block + g.blocks {
             let nodes = st.trees.remove(&b.group).expect("tree exists").into_nodes();
             if job.keep_nodes {
-                // Every group's rows are cut alike, so its nodes line up with the others'.
-                for (i, n) in nodes.iter().enumerate() {
-                    if st.nodes.len() <= i {
-                        st.nodes.push(Node {
-                            first_leaf: n.first_leaf,
-                            level: n.level,
-                            accs: vec![Acc::EMPTY; job.sel.len()],
-                        });
-                    }
-                    debug_assert_eq!(st.nodes[i].first_leaf, n.first_leaf);
-                    scatter(&mut st.nodes[i].accs, job, &g.kind, &n.accs);
-                }
+                scatter_nodes(&mut st.nodes, job, &g.kind, &nodes);
             }
             let accs = fold_nodes(nodes).expect("a group has blocks");
             scatter(&mut st.results, job, &g.kind, &accs);
@@ -281,12 +277,31 @@ fn drain(st: &mut State, job: &Job<'_>, plan: &Plan) {
                 .map(|(&k, _)| k)
                 .collect();
             for key in done {
-                let tree = st.input_trees.remove(&key).expect("listed");
-                if let Some(accs) = tree.finish() {
+                let nodes = st.input_trees.remove(&key).expect("listed").into_nodes();
+                if job.keep_nodes {
+                    scatter_nodes(&mut st.per_input_nodes[key.1], job, &g.kind, &nodes);
+                }
+                if let Some(accs) = fold_nodes(nodes) {
                     scatter(&mut st.per_input[key.1], job, &g.kind, &accs);
                 }
             }
         }
+    }
+}
+
+/// Stores a finished group's tree nodes into `out`, at the selected columns' positions.
+/// Every group's rows are cut alike, so its nodes line up with the other groups'.
+fn scatter_nodes(out: &mut Vec<Node>, job: &Job<'_>, kind: &GroupKind, nodes: &[Node]) {
+    for (i, n) in nodes.iter().enumerate() {
+        if out.len() <= i {
+            out.push(Node {
+                first_leaf: n.first_leaf,
+                level: n.level,
+                accs: vec![Acc::EMPTY; job.sel.len()],
+            });
+        }
+        debug_assert_eq!(out[i].first_leaf, n.first_leaf);
+        scatter(&mut out[i].accs, job, kind, &n.accs);
     }
 }
 

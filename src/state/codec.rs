@@ -3,7 +3,7 @@
 //! value against the others before building anything, so no input makes it panic or allocate
 //! more than the file's size.
 
-use super::{DomainNodes, InputId, State};
+use super::{DomainNodes, InputId, InputNodes, State};
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::Need;
 use crate::moments::{Acc, Node};
@@ -83,15 +83,17 @@ pub(super) fn encode(s: &State) -> Vec<u8> {
     }
     put_u32(&mut p, s.domains.len() as u32);
     for d in &s.domains {
-        put_u64(&mut p, d.rows.start);
-        put_u64(&mut p, d.rows.end);
-        put_u64(&mut p, d.leaf_rows);
-        put_u64(&mut p, d.nodes.len() as u64);
-        for n in &d.nodes {
-            put_u64(&mut p, n.first_leaf);
-            put_u32(&mut p, n.level.unwrap_or(u32::MAX));
-            for a in &n.accs {
-                put_acc(&mut p, a);
+        put_tree(&mut p, d);
+    }
+    match &s.per_input {
+        None => p.push(0),
+        Some(per) => {
+            p.push(1);
+            put_u32(&mut p, per.len() as u32);
+            for i in per {
+                put_u32(&mut p, i.input as u32);
+                p.push((i.order == Order::F) as u8);
+                put_tree(&mut p, &i.tree);
             }
         }
     }
@@ -104,6 +106,20 @@ pub(super) fn encode(s: &State) -> Vec<u8> {
     out.extend_from_slice(&p);
     put_u32(&mut out, crc);
     out
+}
+
+fn put_tree(p: &mut Vec<u8>, d: &DomainNodes) {
+    put_u64(p, d.rows.start);
+    put_u64(p, d.rows.end);
+    put_u64(p, d.leaf_rows);
+    put_u64(p, d.nodes.len() as u64);
+    for n in &d.nodes {
+        put_u64(p, n.first_leaf);
+        put_u32(p, n.level.unwrap_or(u32::MAX));
+        for a in &n.accs {
+            put_acc(p, a);
+        }
+    }
 }
 
 fn put_u32(p: &mut Vec<u8>, v: u32) {
@@ -312,32 +328,31 @@ fn parse(r: &mut Rd<'_>) -> Result<State> {
     let n = r.count(n, 32)?;
     let mut domains = Vec::with_capacity(n);
     for _ in 0..n {
-        let (a, b, leaf_rows) = (r.u64()?, r.u64()?, r.u64()?);
-        let k = r.u64()?;
-        let k = r.count(k, 12 + ACC_BYTES * columns.len())?;
-        let mut nodes = Vec::with_capacity(k);
-        for _ in 0..k {
-            let first_leaf = r.u64()?;
-            let level = match r.u32()? {
-                u32::MAX => None,
-                l if l < 64 => Some(l),
-                l => return Err(bad(format!("corrupt state: tree level {l}"))),
-            };
-            let accs = (0..columns.len())
-                .map(|_| r.acc())
-                .collect::<Result<Vec<_>>>()?;
-            nodes.push(Node {
-                first_leaf,
-                level,
-                accs,
-            });
-        }
-        domains.push(DomainNodes {
-            rows: a..b,
-            leaf_rows,
-            nodes,
-        });
+        domains.push(tree(r, columns.len())?);
     }
+    let per_input = match r.u8()? {
+        0 => None,
+        1 => {
+            let n = r.u32()? as u64;
+            let n = r.count(n, 37)?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let input = r.u32()? as usize;
+                let order = match r.u8()? {
+                    0 => Order::C,
+                    1 => Order::F,
+                    _ => return Err(bad("corrupt state: bad memory order")),
+                };
+                v.push(InputNodes {
+                    input,
+                    order,
+                    tree: tree(r, columns.len())?,
+                });
+            }
+            Some(v)
+        }
+        _ => return Err(bad("corrupt state: bad per-input flag")),
+    };
     if !r.b.is_empty() {
         return Err(bad("corrupt state: bytes left after the last field"));
     }
@@ -363,6 +378,34 @@ fn parse(r: &mut Rd<'_>) -> Result<State> {
         shift,
         rows,
         domains,
+        per_input,
+    })
+}
+
+/// One tree's nodes: its rows, leaf rows, then each node.
+fn tree(r: &mut Rd<'_>, columns: usize) -> Result<DomainNodes> {
+    let (a, b, leaf_rows) = (r.u64()?, r.u64()?, r.u64()?);
+    let k = r.u64()?;
+    let k = r.count(k, 12 + ACC_BYTES * columns)?;
+    let mut nodes = Vec::with_capacity(k);
+    for _ in 0..k {
+        let first_leaf = r.u64()?;
+        let level = match r.u32()? {
+            u32::MAX => None,
+            l if l < 64 => Some(l),
+            l => return Err(bad(format!("corrupt state: tree level {l}"))),
+        };
+        let accs = (0..columns).map(|_| r.acc()).collect::<Result<Vec<_>>>()?;
+        nodes.push(Node {
+            first_leaf,
+            level,
+            accs,
+        });
+    }
+    Ok(DomainNodes {
+        rows: a..b,
+        leaf_rows,
+        nodes,
     })
 }
 
@@ -394,32 +437,18 @@ fn validate(s: &State) -> Result<()> {
     }
     let mut at = 0;
     for d in &s.domains {
-        if d.rows.start < at || d.rows.start >= d.rows.end || d.rows.end > nrows || d.leaf_rows == 0
-        {
-            return fail("domains out of order or out of range");
+        if d.rows.start < at {
+            return fail("domains out of order");
         }
         at = d.rows.end;
-        if d.nodes
-            .windows(2)
-            .any(|w| w[0].first_leaf > w[1].first_leaf)
-        {
-            return fail("tree nodes out of order");
-        }
-        // Every node aligned and inside its domain (the tree relies on both).
-        let leaves = (d.rows.end - d.rows.start).div_ceil(d.leaf_rows);
-        for n in &d.nodes {
-            let ok = match n.level {
-                Some(l) => {
-                    l < 63
-                        && n.first_leaf % (1u64 << l) == 0
-                        && n.first_leaf < leaves
-                        && (1u64 << l) <= leaves.next_power_of_two()
-                }
-                None => n.first_leaf < leaves,
-            };
-            if !ok || n.accs.len() != s.columns.len() {
-                return fail("a tree node out of place");
+        check_tree(d, nrows, s.columns.len())?;
+    }
+    if let Some(per) = &s.per_input {
+        for (k, i) in per.iter().enumerate() {
+            if i.input >= s.inputs.len() || per[..k].iter().any(|j| j.input == i.input) {
+                return fail("per-input trees of unknown or repeated inputs");
             }
+            check_tree(&i.tree, nrows, s.columns.len())?;
         }
     }
     let mut at = 0;
@@ -431,6 +460,36 @@ fn validate(s: &State) -> Result<()> {
     }
     if !s.inputs.is_empty() && at != nrows {
         return fail("the inputs' rows do not add up to the array's");
+    }
+    Ok(())
+}
+
+/// A tree inside the array, its nodes in order, each aligned to its level and inside it.
+fn check_tree(d: &DomainNodes, nrows: u64, columns: usize) -> Result<()> {
+    let fail = |m: &str| Err(bad(format!("corrupt state: {m}")));
+    if d.rows.start >= d.rows.end || d.rows.end > nrows || d.leaf_rows == 0 {
+        return fail("a tree out of range");
+    }
+    if d.nodes
+        .windows(2)
+        .any(|w| w[0].first_leaf > w[1].first_leaf)
+    {
+        return fail("tree nodes out of order");
+    }
+    let leaves = (d.rows.end - d.rows.start).div_ceil(d.leaf_rows);
+    for n in &d.nodes {
+        let ok = match n.level {
+            Some(l) => {
+                l < 63
+                    && n.first_leaf % (1u64 << l) == 0
+                    && n.first_leaf < leaves
+                    && (1u64 << l) <= leaves.next_power_of_two()
+            }
+            None => n.first_leaf < leaves,
+        };
+        if !ok || n.accs.len() != columns {
+            return fail("a tree node out of place");
+        }
     }
     Ok(())
 }

@@ -102,6 +102,20 @@ pub struct State {
     pub(crate) rows: Vec<Range<u64>>,
     /// The nodes held, per domain (see [`crate::source::inputs`]), in row order.
     pub(crate) domains: Vec<DomainNodes>,
+    /// Whether each input's own results were asked for, and then each input's own tree:
+    /// its nodes, its memory order (for its summary).
+    pub(crate) per_input: Option<Vec<InputNodes>>,
+}
+
+/// The nodes a state holds of one input's own tree (`--per-file`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct InputNodes {
+    /// The input's index among the state's inputs.
+    pub(crate) input: usize,
+    /// Its memory order, as its own summary reports it.
+    pub(crate) order: Order,
+    /// The nodes, in the input's domain's leaves.
+    pub(crate) tree: DomainNodes,
 }
 
 /// The former name of [`State`].
@@ -183,6 +197,9 @@ impl State {
         if self.shift != other.shift {
             return differ("reference rows");
         }
+        if self.per_input.is_some() != other.per_input.is_some() {
+            return differ("options (per-input results in one only)");
+        }
         let mut rows: Vec<Range<u64>> = self.rows.iter().chain(&other.rows).cloned().collect();
         rows.sort_by_key(|r| r.start);
         if let Some(w) = rows.windows(2).find(|w| w[0].end > w[1].start) {
@@ -219,6 +236,21 @@ impl State {
             }
         }
         domains.sort_by_key(|d| d.rows.start);
+        if let (Some(mine), Some(theirs)) = (&mut self.per_input, &other.per_input) {
+            for t in theirs {
+                match mine.iter_mut().find(|m| m.input == t.input) {
+                    Some(m)
+                        if m.tree.rows == t.tree.rows && m.tree.leaf_rows == t.tree.leaf_rows =>
+                    {
+                        m.tree.nodes.extend(t.tree.nodes.iter().cloned());
+                        m.tree.nodes.sort_by_key(|n| n.first_leaf);
+                    }
+                    Some(_) => return differ("input layouts"),
+                    None => mine.push(t.clone()),
+                }
+            }
+            mine.sort_by_key(|m| m.input);
+        }
         self.rows = joined;
         self.domains = domains;
         Ok(())
@@ -228,7 +260,8 @@ impl State {
     /// node, as the final fold would: the same results from fewer bytes (a state over a
     /// contiguous range keeps at most about two nodes per tree level).
     pub fn compact(&mut self) {
-        for d in &mut self.domains {
+        let inputs = self.per_input.iter_mut().flatten().map(|i| &mut i.tree);
+        for d in self.domains.iter_mut().chain(inputs) {
             let mut tree = Tree::new();
             for n in std::mem::take(&mut d.nodes) {
                 match n.level {
@@ -246,14 +279,7 @@ impl State {
     pub(crate) fn fold(&self) -> Vec<Acc> {
         let mut out: Option<Vec<Acc>> = None;
         for d in &self.domains {
-            let mut tree = Tree::new();
-            for n in &d.nodes {
-                match n.level {
-                    Some(l) => tree.push_at(n.first_leaf, l, n.accs.clone()),
-                    None => tree.push_tail(n.first_leaf, n.accs.clone()),
-                }
-            }
-            let Some(accs) = tree.finish() else { continue };
+            let Some(accs) = fold_tree(d) else { continue };
             out = Some(match out {
                 None => accs,
                 Some(mut a) => {
@@ -263,6 +289,62 @@ impl State {
             });
         }
         out.unwrap_or_else(|| vec![Acc::EMPTY; self.columns.len()])
+    }
+
+    /// Each input's own summary, when the run asked for them (else empty): the rows of the
+    /// input that the state covers.
+    fn per_input_summaries(&self, stats: &[Stat], ddof: Option<u64>) -> Vec<Summary> {
+        let Some(per) = &self.per_input else {
+            return Vec::new();
+        };
+        let how = crate::run::Finish {
+            stats,
+            ddof: ddof.unwrap_or(self.ddof),
+            nan: self.nan,
+        };
+        self.inputs
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let accs = per
+                    .iter()
+                    .find(|p| p.input == i)
+                    .and_then(|p| fold_tree(&p.tree))
+                    .unwrap_or_else(|| vec![Acc::EMPTY; self.columns.len()]);
+                let picked: Vec<Acc> = self
+                    .output
+                    .iter()
+                    .map(|c| accs[self.columns.binary_search(c).expect("validated")])
+                    .collect();
+                let rows: u64 = self
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        r.end
+                            .min(id.start + id.rows)
+                            .saturating_sub(r.start.max(id.start))
+                    })
+                    .sum();
+                let mut shape = self.shape.clone();
+                shape[0] = id.rows;
+                let order = per
+                    .iter()
+                    .find(|p| p.input == i)
+                    .map_or(Order::C, |p| p.order);
+                let mut s = crate::run::summarise(
+                    &how,
+                    &id.path,
+                    self.dtype,
+                    &shape,
+                    order,
+                    rows,
+                    self.output.clone(),
+                    &picked,
+                );
+                s.dataset = id.dataset.clone();
+                s
+            })
+            .collect()
     }
 
     /// The summary of the rows covered: the statistics the run asked for, with `ddof`
@@ -310,6 +392,7 @@ impl State {
         );
         s.dataset = self.dataset.clone();
         s.inputs = self.inputs.iter().map(|i| i.path.clone()).collect();
+        s.per_input = self.per_input_summaries(stats, ddof);
         Ok(s)
     }
 
@@ -385,4 +468,16 @@ impl State {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         codec::decode(&bytes).map_err(|e| e.with_path(path))
     }
+}
+
+/// A tree's nodes pushed in leaf order and folded (`None` when it holds none).
+fn fold_tree(d: &DomainNodes) -> Option<Vec<Acc>> {
+    let mut tree = Tree::new();
+    for n in &d.nodes {
+        match n.level {
+            Some(l) => tree.push_at(n.first_leaf, l, n.accs.clone()),
+            None => tree.push_tail(n.first_leaf, n.accs.clone()),
+        }
+    }
+    tree.finish()
 }
