@@ -491,14 +491,6 @@ impl Request {
         resume: bool,
         progress: ProgressCb<'_>,
     ) -> Result<(Summary, Option<State>)> {
-        if self.per_input {
-            return Err(Error::new(
-                ErrorKind::Request,
-                Some(dir),
-                "per-input results are not computed in batch mode (a state directory); \
-                 merge the states of single inputs instead",
-            ));
-        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let inputs = &o.inputs;
         let n = inputs.sources.len();
@@ -549,7 +541,10 @@ impl Request {
                 })
             })?;
             done += planned.bytes;
-            let st = self.state_with(o, ids.clone(), &planned.rows, red.domains);
+            let mut st = self.state_with(o, ids.clone(), &planned.rows, red.domains);
+            // Each input's own tree, for --per-file: the parts of the inputs this run's
+            // leaves reach (its own, and the head of the next one).
+            st.per_input = self.per_input.then_some(red.input_trees);
             st.save(&state_path(dir, i, &inputs.sources[i].meta.path))?;
             have[i] = Some(st);
         }
@@ -563,6 +558,7 @@ impl Request {
         // Merge, with every state's inputs set to the inputs as they are now (what matters
         // of them was checked).
         let mut merged = self.state_with(o, ids.clone(), &(0..0), Vec::new());
+        merged.per_input = self.per_input.then(Vec::new);
         for st in have.into_iter().flatten() {
             let mut st = st;
             st.inputs = ids.clone();
@@ -651,6 +647,7 @@ fn reusable(st: &State, o: &Opened, ids: &[InputId], owned: &Range<u64>, r: &Req
         && st.nan == r.nan
         && st.need == o.need
         && st.stats == r.stats
+        && st.per_input.is_some() == r.per_input
 }
 
 /// How accumulators become results: which statistics, ddof, NaN policy.

@@ -892,3 +892,36 @@ mod regressions {
         assert_eq!(r.last().unwrap().end, 10_000);
     }
 }
+
+#[test]
+fn per_file_results_in_batch_mode_are_those_of_one_pass() {
+    let sp = split(60_000, 3, 9, 77);
+    let dir = sp.whole.parent().unwrap();
+    let sd = dir.join("pf.d");
+    let shards: Vec<&str> = sp.shards.iter().map(|p| s(p)).collect();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["stats", "--per-file", "--format", "json"];
+        a.extend(extra);
+        a.extend(&shards);
+        let out = cli(&a);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let want = run(&[]);
+    assert_eq!(run(&["--state-dir", s(&sd)]), want);
+    // Half the states lost: the resumed run reads those inputs again.
+    for (k, f) in state_files(&sd).iter().enumerate() {
+        if k % 2 == 0 {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    assert_eq!(run(&["--state-dir", s(&sd), "--resume"]), want);
+    assert_eq!(
+        run(&["--state-dir", s(&sd), "--resume", "--rows", "100:50000"]),
+        run(&["--rows", "100:50000"])
+    );
+}
