@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{best, mapped_sum, sum_bytes, BLOCK};
+use support::{best, cold_limit, drop_cache, mapped_sum, sum_bytes, BLOCK};
 
 // ---------------------------------------------------------------- the measuring shim
 
@@ -244,32 +244,6 @@ fn order_limit(path: &Path, repeats: usize) -> Option<f64> {
 }
 
 /// Drops `path` from the page cache (no root needed).
-fn drop_cache(path: &Path) {
-    let f = File::open(path).unwrap();
-    let _ = f.sync_all();
-    use std::os::fd::AsRawFd;
-    // SAFETY: advisory call on an open descriptor.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
-}
-
-/// Cold limit: sequential 16 MiB reads of the uncached file.
-fn cold_limit(path: &Path) -> f64 {
-    drop_cache(path);
-    let mut f = File::open(path).unwrap();
-    let mut buf = vec![0u8; 16 << 20];
-    let t = Instant::now();
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-    }
-    n as f64 / t.elapsed().as_secs_f64() / 1e9
-}
 
 // ---------------------------------------------------------------- cases
 

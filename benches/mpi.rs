@@ -12,11 +12,14 @@
 //! binding, the ob1 PML). Results: `target/mpi/results.md`.
 
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+use support::{cold_limit, drop_cache};
 
 const ENV: [(&str, &str); 5] = [
     ("OMPI_ALLOW_RUN_AS_ROOT", "1"),
@@ -52,15 +55,6 @@ fn write_npy(path: &Path, rows: usize, cols: usize) {
     f.write_all(&buf).unwrap();
 }
 
-fn drop_cache(path: &Path) {
-    let f = File::open(path).unwrap();
-    let _ = f.sync_all();
-    // SAFETY: advisory call on an open descriptor.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
-}
-
 /// Seconds of one run of `cmd` (with the MPI settings), and its stderr.
 fn timed(cmd: &[String]) -> (f64, String) {
     let t = Instant::now();
@@ -87,22 +81,6 @@ fn best(n: usize, cmd: &[String]) -> f64 {
 fn cold(cmd: &[String], path: &Path) -> f64 {
     drop_cache(path);
     timed(cmd).0
-}
-
-fn cold_limit(path: &Path) -> f64 {
-    drop_cache(path);
-    let mut f = File::open(path).unwrap();
-    let mut buf = vec![0u8; 16 << 20];
-    let t = Instant::now();
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-    }
-    n as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
 fn main() {

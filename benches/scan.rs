@@ -13,6 +13,7 @@
 //! reads it once first). Figures are GB/s of file bytes, best of REPEATS.
 
 #[path = "support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 use std::fs::File;

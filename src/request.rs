@@ -409,15 +409,7 @@ impl Request {
         let mut sum: Option<PlanSummary> = None;
         let mut used = 1;
         for d in &inputs.domains {
-            let segs: Vec<plan::Seg> = d
-                .inputs
-                .clone()
-                .map(|i| plan::Seg {
-                    start: inputs.starts[i] - d.rows.start,
-                    rows: inputs.sources[i].meta.rows,
-                    data_offset: inputs.sources[i].meta.data_offset,
-                })
-                .collect();
+            let segs = plan::segments(&inputs, d);
             let parts = plan::Parts {
                 segs: &segs,
                 per_input: false,

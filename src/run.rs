@@ -191,15 +191,7 @@ impl Request {
             } else {
                 0..0
             };
-            let segs: Vec<plan::Seg> = d
-                .inputs
-                .clone()
-                .map(|i| plan::Seg {
-                    start: inputs.starts[i] - d.rows.start,
-                    rows: inputs.sources[i].meta.rows,
-                    data_offset: inputs.sources[i].meta.data_offset,
-                })
-                .collect();
+            let segs = plan::segments(inputs, d);
             let parts = plan::Parts {
                 segs: &segs,
                 per_input: self.per_input,
@@ -367,21 +359,7 @@ impl Request {
         domains: Vec<DomainNodes>,
         per_input: Option<Vec<InputNodes>>,
     ) -> Result<State> {
-        let inputs = &o.inputs;
-        let ids = inputs
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, src)| {
-                InputId::of(
-                    &src.meta.path,
-                    src.dataset.as_deref(),
-                    inputs.starts[i],
-                    src.meta.rows,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut st = self.state_with(o, ids, rows, domains);
+        let mut st = self.state_with(o, input_ids(&o.inputs)?, rows, domains);
         st.per_input = per_input;
         Ok(st)
     }
@@ -494,19 +472,7 @@ impl Request {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let inputs = &o.inputs;
         let n = inputs.sources.len();
-        let ids = inputs
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, src)| {
-                InputId::of(
-                    &src.meta.path,
-                    src.dataset.as_deref(),
-                    inputs.starts[i],
-                    src.meta.rows,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let ids = input_ids(inputs)?;
         let owned = owned_rows(inputs, &o.rows);
         // Reuse what can be reused, plan the rest: every plan is made before reading.
         let mut have: Vec<Option<State>> = vec![None; n];
@@ -568,6 +534,23 @@ impl Request {
         summary.rows = o.rows.end - o.rows.start;
         Ok((summary, Some(merged)))
     }
+}
+
+/// The identity of every input, as it is now (for a state).
+fn input_ids(inputs: &source::Inputs) -> Result<Vec<InputId>> {
+    inputs
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            InputId::of(
+                &src.meta.path,
+                src.dataset.as_deref(),
+                inputs.starts[i],
+                src.meta.rows,
+            )
+        })
+        .collect()
 }
 
 /// Per input, the rows a batch reduces for it: the leaves that start in it (in its domain's

@@ -45,3 +45,32 @@ pub fn best(repeats: usize, mut f: impl FnMut()) -> f64 {
         })
         .fold(f64::INFINITY, f64::min)
 }
+
+/// Drops `path` from the page cache (`posix_fadvise(DONTNEED)` after a sync).
+pub fn drop_cache(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path).unwrap();
+    let _ = f.sync_all();
+    // SAFETY: advisory call on an open descriptor.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+/// Cold limit: sequential 16 MiB reads of the uncached file, in GB/s.
+pub fn cold_limit(path: &std::path::Path) -> f64 {
+    use std::io::Read;
+    drop_cache(path);
+    let mut f = File::open(path).unwrap();
+    let mut buf = vec![0u8; 16 << 20];
+    let t = Instant::now();
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+    }
+    n as f64 / t.elapsed().as_secs_f64() / 1e9
+}

@@ -66,6 +66,19 @@ pub struct Seg {
     pub data_offset: u64,
 }
 
+/// The segments of domain `d` of `inputs`: each input's first row (counted in the domain),
+/// rows and file offset.
+pub fn segments(inputs: &crate::source::Inputs, d: &crate::source::Domain) -> Vec<Seg> {
+    d.inputs
+        .clone()
+        .map(|i| Seg {
+            start: inputs.starts[i] - d.rows.start,
+            rows: inputs.sources[i].meta.rows,
+            data_offset: inputs.sources[i].meta.data_offset,
+        })
+        .collect()
+}
+
 /// Which results a block feeds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
