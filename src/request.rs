@@ -406,26 +406,12 @@ impl Request {
         let meta = inputs.meta.clone();
         plan::results_fit(meta.columns, self.memory).map_err(|e| budget_error(&self.path, e))?;
         let sel: Vec<u64> = (0..meta.columns).collect();
+        let plans = self.plan_domains(&inputs, &sel, threads, &(0..meta.rows), false)?;
         let mut sum: Option<PlanSummary> = None;
         let mut used = 1;
-        for d in &inputs.domains {
-            let segs = plan::segments(&inputs, d);
-            let parts = plan::Parts {
-                segs: &segs,
-                per_input: false,
-            };
-            let p = plan::plan_parts(
-                &d.meta,
-                &parts,
-                &sel,
-                0..d.meta.rows,
-                self.memory,
-                threads,
-                self.block_limit,
-            )
-            .map_err(|e| budget_error(&inputs.sources[d.inputs.start].meta.path, e))?;
+        for (d, p) in inputs.domains.iter().zip(&plans) {
             used = used.max(p.threads);
-            let ps = PlanSummary::of(&d.meta, &p);
+            let ps = PlanSummary::of(&d.meta, p);
             sum = Some(match sum {
                 None => ps,
                 Some(mut a) => {

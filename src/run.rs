@@ -182,7 +182,21 @@ impl Request {
 
     /// Plans every domain's share of `rows`.
     fn plan_rows(&self, o: &Opened, rows: Range<u64>) -> Result<Planned> {
-        let inputs = &o.inputs;
+        let plans = self.plan_domains(&o.inputs, &o.sel, o.threads, &rows, self.per_input)?;
+        let itemsize = o.inputs.meta.dtype.size as u64;
+        let bytes = plans.iter().map(|p| exec::plan_bytes(p, itemsize)).sum();
+        Ok(Planned { rows, plans, bytes })
+    }
+
+    /// One plan per domain of `inputs` for its share of `rows` (also `info`'s plans).
+    pub(crate) fn plan_domains(
+        &self,
+        inputs: &source::Inputs,
+        sel: &[u64],
+        threads: usize,
+        rows: &Range<u64>,
+        per_input: bool,
+    ) -> Result<Vec<plan::Plan>> {
         let mut plans = Vec::with_capacity(inputs.domains.len());
         for d in &inputs.domains {
             let (a, b) = (rows.start.max(d.rows.start), rows.end.min(d.rows.end));
@@ -194,29 +208,22 @@ impl Request {
             let segs = plan::segments(inputs, d);
             let parts = plan::Parts {
                 segs: &segs,
-                per_input: self.per_input,
+                per_input,
             };
             let path = &inputs.sources[d.inputs.start].meta.path;
             let p = plan::plan_parts(
                 &d.meta,
                 &parts,
-                &o.sel,
+                sel,
                 local,
                 self.memory,
-                o.threads,
+                threads,
                 self.block_limit,
             )
             .map_err(|e| budget_error(path, e))?;
             plans.push(p);
         }
-        let itemsize = inputs.meta.dtype.size as u64;
-        let bytes = plans
-            .iter()
-            .flat_map(|p| &p.blocks)
-            .filter(|b| b.role != plan::Role::Part)
-            .map(|b| exec::block_bytes(b, itemsize))
-            .sum();
-        Ok(Planned { rows, plans, bytes })
+        Ok(plans)
     }
 
     /// Executes the plans domain by domain; progress is reported from `base` of `total`.
@@ -289,12 +296,7 @@ impl Request {
             };
             let at = done;
             let out = exec::run(&job, plan, &|n| report(at + n))?;
-            done += plan
-                .blocks
-                .iter()
-                .filter(|b| b.role != plan::Role::Part)
-                .map(|b| exec::block_bytes(b, itemsize))
-                .sum::<u64>();
+            done += exec::plan_bytes(plan, itemsize);
             if self.per_input {
                 let tree = |nodes: Vec<moments::Node>| DomainNodes {
                     rows: d.rows.clone(),

@@ -103,6 +103,21 @@ pub fn block_bytes(b: &Block, itemsize: u64) -> u64 {
     (b.rows.end - b.rows.start) * (b.runs.end - b.runs.start) * itemsize
 }
 
+/// Element bytes a plan reduces, as its progress counts them (an input's share of a
+/// straddling leaf, reduced again for its own results, is not counted twice).
+pub fn plan_bytes(plan: &Plan, itemsize: u64) -> u64 {
+    plan.blocks.iter().map(|b| counted_bytes(b, itemsize)).sum()
+}
+
+/// A block's bytes as progress counts them: none for a [`Role::Part`] block.
+fn counted_bytes(b: &Block, itemsize: u64) -> u64 {
+    if b.role == Role::Part {
+        0
+    } else {
+        block_bytes(b, itemsize)
+    }
+}
+
 /// Stack reserved for each worker thread. Built without optimisation (a dependent crate's
 /// debug build: colstats's own `[profile.dev]` settings do not apply there), the kernels,
 /// forced inline into each instruction-set variant, take one frame of several MiB, more than
@@ -215,11 +230,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outp
             }
             drop(st);
             cv.notify_all();
-            let bytes = if block.role == Role::Part {
-                0
-            } else {
-                block_bytes(block, itemsize)
-            };
+            let bytes = counted_bytes(block, itemsize);
             progress(done_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes);
         }
     };

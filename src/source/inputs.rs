@@ -50,12 +50,7 @@ impl Inputs {
         }
         let mut sources = Vec::with_capacity(paths.len());
         for p in paths {
-            // With several inputs the dataset applies to the HDF5 ones; `.npy` inputs mix in.
-            let ds = match dataset {
-                Some(_) if paths.len() > 1 && super::sniff(p)? != super::Format::Hdf5 => None,
-                d => d,
-            };
-            sources.push(open(p, ds)?);
+            sources.push(open_input(p, dataset, paths.len())?);
         }
         if dataset.is_some() && !sources.iter().any(|s| s.format == super::Format::Hdf5) {
             return Err(Error::request(
@@ -78,15 +73,7 @@ impl Inputs {
         let mut bad = Vec::new();
         let mut sources: Vec<Source> = Vec::new();
         for p in paths {
-            let ds = match dataset {
-                Some(_)
-                    if paths.len() > 1 && !matches!(super::sniff(p), Ok(super::Format::Hdf5)) =>
-                {
-                    None
-                }
-                d => d,
-            };
-            match open(p, ds).and_then(|s| match sources.first() {
+            match open_input(p, dataset, paths.len()).and_then(|s| match sources.first() {
                 Some(f) => check_compatible(&f.meta, &s.meta).map(|_| s),
                 None => Ok(s),
             }) {
@@ -140,6 +127,16 @@ impl Inputs {
             .partition_point(|&s| s <= row)
             .min(self.sources.len() - 1)
     }
+}
+
+/// Opens one of `n` inputs: with several, the dataset applies to the HDF5 ones and `.npy`
+/// inputs mix in.
+fn open_input(p: &Path, dataset: Option<&str>, n: usize) -> Result<Source> {
+    let ds = match dataset {
+        Some(_) if n > 1 && super::sniff(p)? != super::Format::Hdf5 => None,
+        d => d,
+    };
+    open(p, ds)
 }
 
 /// Whether `b` can follow `a` in one array: the same element type (byte order may differ)

@@ -291,6 +291,14 @@ impl State {
         out.unwrap_or_else(|| vec![Acc::EMPTY; self.columns.len()])
     }
 
+    /// Accumulators of the selected (sorted) columns, in output order.
+    fn in_output_order(&self, accs: &[Acc]) -> Vec<Acc> {
+        self.output
+            .iter()
+            .map(|c| accs[self.columns.binary_search(c).expect("validated")])
+            .collect()
+    }
+
     /// Each input's own summary, when the run asked for them (else empty): the rows of the
     /// input that the state covers.
     fn per_input_summaries(&self, stats: &[Stat], ddof: Option<u64>) -> Vec<Summary> {
@@ -311,11 +319,7 @@ impl State {
                     .find(|p| p.input == i)
                     .and_then(|p| fold_tree(&p.tree))
                     .unwrap_or_else(|| vec![Acc::EMPTY; self.columns.len()]);
-                let picked: Vec<Acc> = self
-                    .output
-                    .iter()
-                    .map(|c| accs[self.columns.binary_search(c).expect("validated")])
-                    .collect();
+                let picked = self.in_output_order(&accs);
                 let rows: u64 = self
                     .rows
                     .iter()
@@ -365,12 +369,7 @@ impl State {
                 "the state was saved without the accumulators these statistics need",
             ));
         }
-        let accs = self.fold();
-        let picked: Vec<Acc> = self
-            .output
-            .iter()
-            .map(|c| accs[self.columns.binary_search(c).expect("validated")])
-            .collect();
+        let picked = self.in_output_order(&self.fold());
         let path = self
             .inputs
             .first()
