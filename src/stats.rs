@@ -33,6 +33,9 @@ pub(crate) struct Def {
     pub stat: Stat,
     /// Its name in `--stats`, JSON keys, CSV headers and `.npz` members.
     pub name: &'static str,
+    /// Its number in saved states (`docs/state-format.md`): fixed forever, whatever the
+    /// order of the registry, so a new statistic never renumbers old files.
+    pub id: u16,
     /// The accumulator families it needs from the kernel.
     pub needs: Need,
     /// Its value for one column.
@@ -92,18 +95,21 @@ pub(crate) const REGISTRY: [Def; 8] = [
     Def {
         stat: Stat::Count,
         name: "count",
+        id: 1,
         needs: NONE,
         finish: |a, _| Out::I(Some(a.n as i128)),
     },
     Def {
         stat: Stat::NanCount,
         name: "nan_count",
+        id: 2,
         needs: NONE,
         finish: |a, _| Out::I(Some(a.nan as i128)),
     },
     Def {
         stat: Stat::Sum,
         name: "sum",
+        id: 3,
         needs: MOMENTS,
         finish: |a, f| {
             if f.int {
@@ -116,6 +122,7 @@ pub(crate) const REGISTRY: [Def; 8] = [
     Def {
         stat: Stat::Mean,
         name: "mean",
+        id: 4,
         needs: MOMENTS,
         finish: |a, f| {
             float(a, f, || match a.n {
@@ -128,24 +135,28 @@ pub(crate) const REGISTRY: [Def; 8] = [
     Def {
         stat: Stat::Var,
         name: "var",
+        id: 5,
         needs: MOMENTS,
         finish: |a, f| float(a, f, || var(a, f)),
     },
     Def {
         stat: Stat::Std,
         name: "std",
+        id: 6,
         needs: MOMENTS,
         finish: |a, f| float(a, f, || var(a, f).sqrt()),
     },
     Def {
         stat: Stat::Min,
         name: "min",
+        id: 7,
         needs: MINMAX,
         finish: |a, f| extreme(a, f, true),
     },
     Def {
         stat: Stat::Max,
         name: "max",
+        id: 8,
         needs: MINMAX,
         finish: |a, f| extreme(a, f, false),
     },
@@ -157,6 +168,11 @@ pub(crate) fn def(stat: Stat) -> &'static Def {
         .iter()
         .find(|d| d.stat == stat)
         .expect("every Stat is registered")
+}
+
+/// The statistic saved states number `id`.
+pub(crate) fn by_id(id: u16) -> Option<Stat> {
+    REGISTRY.iter().find(|d| d.id == id).map(|d| d.stat)
 }
 
 /// The accumulator families `stats` need together.
@@ -180,6 +196,7 @@ mod tests {
         assert_eq!(listed, Stat::ALL.to_vec());
         for d in &REGISTRY {
             assert_eq!(Stat::from_name(d.name), Some(d.stat));
+            assert_eq!(by_id(d.id), Some(d.stat), "ids are unique");
         }
     }
 }
