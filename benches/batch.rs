@@ -14,7 +14,10 @@
 //!    (`np.load(mmap_mode='r')`, per-file sums, sums of squares, minima, maxima); dask:
 //!    `da.concatenate` of `da.from_array(np.load(f, mmap_mode='r'))` per file, then mean, std,
 //!    min, max — with their peak RSS, when `$COLSTATS_BENCH_PYTHON` can import them.
-//! 2. States: one file of the same bytes cut by `colstats info --shards 4` into leaf-aligned
+//! 2. Batch mode: 10,000 tiny shards (1,000 in quick mode) of up to 30 rows of 3 float64,
+//!    `--state-dir` fresh and resumed against the plain run, each with its peak RSS under
+//!    `--memory 16MiB`, the states' total size, and `merge` of all the states.
+//! 3. States: one file of the same bytes cut by `colstats info --shards 4` into leaf-aligned
 //!    slices, each run with `--save-state`, then `colstats merge`: the total against one run,
 //!    and the merge alone; then the merge of 4 states of 100,000 columns.
 //!
@@ -221,6 +224,66 @@ fn main() {
     let dask =
         py_has("dask.array").then(|| measured(&[python(), "-c".into(), PY_DASK.into(), s(&list)]));
 
+    // Batch mode over many tiny shards.
+    let tiny_n = if quick { 1_000 } else { 10_000 };
+    let tiny_dir = data.join("tiny");
+    std::fs::create_dir_all(&tiny_dir).unwrap();
+    let mut tiny = String::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for k in 0..tiny_n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = tiny_dir.join(format!("t{k:05}.npy"));
+        write_npy(&p, (x % 31) as usize, 3, k as u64 + 11);
+        tiny.push_str(&format!("{}\n", p.display()));
+    }
+    let tiny_list = data.join("tiny.txt");
+    std::fs::write(&tiny_list, tiny).unwrap();
+    let tiny_states = data.join("tiny-states");
+    let tiny_run = |extra: &[&str]| {
+        let mut c = vec![
+            colstats.clone(),
+            "stats".into(),
+            "--files-from".into(),
+            s(&tiny_list),
+            "--memory".into(),
+            "16MiB".into(),
+            "-o".into(),
+            "/dev/null".into(),
+        ];
+        c.extend(extra.iter().map(|a| a.to_string()));
+        c
+    };
+    let td = s(&tiny_states);
+    let tiny_plain = best_of(3, &tiny_run(&[]));
+    let tiny_fresh = measured(&tiny_run(&["--state-dir", &td]));
+    let tiny_resume = best_of(3, &tiny_run(&["--state-dir", &td, "--resume"]));
+    let tiny_bytes: u64 = std::fs::read_dir(&tiny_states)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let state_list = data.join("tiny-states.txt");
+    let mut names: Vec<String> = std::fs::read_dir(&tiny_states)
+        .unwrap()
+        .map(|e| s(&e.unwrap().path()))
+        .collect();
+    names.sort();
+    std::fs::write(&state_list, names.join("\n")).unwrap();
+    let tiny_merge = best_of(
+        3,
+        &[
+            colstats.clone(),
+            "merge".into(),
+            "--files-from".into(),
+            s(&state_list),
+            "-o".into(),
+            "/dev/null".into(),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&tiny_dir);
+    let _ = std::fs::remove_dir_all(&tiny_states);
+
     // States: one file of the same bytes in 4 leaf-aligned slices.
     let whole = data.join("whole.npy");
     write_npy(&whole, rows_per * files, cols, 7);
@@ -334,6 +397,28 @@ fn main() {
     md.push_str(&format!(
         "| dask `concatenate` of per-file memmaps | {} |\n",
         dask.map_or("not installed".into(), |r| fmt_run(bytes, r))
+    ));
+    let secs = |r: (bool, f64, f64)| {
+        if r.0 {
+            format!("{:.3} s, peak RSS {:.1} MiB", r.1, r.2)
+        } else {
+            "failed".into()
+        }
+    };
+    md.push_str(&format!(
+        "\nBatch mode, {tiny_n} shards of 0 to 30 rows x 3 float64, `--memory 16MiB`:\n\n\
+         | run | time, peak RSS |\n|---|---|\n\
+         | plain (`stats --files-from`) | {} |\n\
+         | `--state-dir`, fresh | {} |\n\
+         | `--state-dir --resume`, every state reused | {} |\n\
+         | `merge --files-from` of the {tiny_n} states | {} |\n\
+         | the states, in all | {:.2} MiB ({:.0} bytes a state) |\n",
+        secs(tiny_plain),
+        secs(tiny_fresh),
+        secs(tiny_resume),
+        secs(tiny_merge),
+        tiny_bytes as f64 / (1 << 20) as f64,
+        tiny_bytes as f64 / tiny_n as f64
     ));
     md.push_str(&format!(
         "\nOne file of the same bytes: one run {:.2} s; 4 leaf-aligned `--rows` slices with `--save-state`, one after another, {:.2} s ({:.2}x), then `merge` {:.3} s. Merging 4 states of 100,000 columns ({:.1} MiB each): {:.3} s.\n",

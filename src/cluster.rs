@@ -212,6 +212,10 @@ impl Cluster {
                         Some((1, st)) => guarded(|| {
                             merged.merge(&State::from_bytes(st)?)?;
                             merged.compact();
+                            // Rank 0 holds the first rows: what it has passed is folded.
+                            if rank == 0 {
+                                merged.fold_head();
+                            }
                             Ok(())
                         }),
                         Some((_, e)) => Err(decode_error(e)),

@@ -139,6 +139,11 @@ impl Error {
         }
     }
 
+    /// The kind of the underlying I/O error, if there is one.
+    pub(crate) fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        self.source.as_ref().map(|e| e.kind())
+    }
+
     /// The same error about `path` (for errors found before the file was known).
     pub(crate) fn with_path(mut self, path: &Path) -> Self {
         self.path = Some(path.to_path_buf());

@@ -36,9 +36,13 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct MergeArgs {
-    /// State files written by `colstats stats --save-state`, in any order.
-    #[arg(required = true)]
+    /// State files written by `colstats stats --save-state` (or in a `--state-dir`), in any
+    /// order. A quoted glob ('states/*.cstate') is expanded.
+    #[arg(required_unless_present = "files_from")]
     states: Vec<PathBuf>,
+    /// Read state paths from LIST, one a line (`-`: standard input), after any STATEs.
+    #[arg(long, value_name = "LIST")]
+    files_from: Option<PathBuf>,
     /// Statistics to report (default: those the runs asked for).
     #[arg(long, value_parser = parse_stats)]
     stats: Option<StatList>,
@@ -328,6 +332,9 @@ fn stats(a: StatsArgs) -> Result<(), String> {
     if let (Some(path), Some(state)) = (&a.save_state, state) {
         state.save(path).map_err(|e| e.cli_message())?;
     }
+    for w in &summary.warnings {
+        eprintln!("warning: {}", one_line(w));
+    }
     for (f, why) in &summary.skipped {
         eprintln!("warning: {}: {}", f.display(), one_line(why));
     }
@@ -482,7 +489,7 @@ fn raise_open_file_limit(inputs: usize) {
 }
 
 /// An output path that cannot be written (a missing or read-only directory) is an error
-/// before the run: a temporary file is created beside it and removed.
+/// before the run: a file is created beside it and removed.
 fn check_writable(path: &std::path::Path) -> Result<(), String> {
     if path == std::path::Path::new("-") {
         return Ok(());
@@ -497,17 +504,20 @@ fn check_writable(path: &std::path::Path) -> Result<(), String> {
             path.display()
         ));
     }
-    tempfile::Builder::new()
-        .prefix(".colstats-check")
-        .tempfile_in(dir)
-        .map(drop)
-        .map_err(|e| {
-            // The OS error alone (tempfile adds the temporary file's name).
-            let e = e
-                .raw_os_error()
-                .map_or(e, std::io::Error::from_raw_os_error);
-            format!("{}: cannot write output: {e}", path.display())
-        })
+    // A name of our own, so that the OS error alone is reported (no temporary name).
+    let probe = dir.join(format!(".colstats-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("{}: cannot write output: {e}", path.display())),
+    }
 }
 
 fn merge(a: MergeArgs) -> Result<(), String> {
@@ -522,7 +532,8 @@ fn merge(a: MergeArgs) -> Result<(), String> {
     if let Some(p) = &a.output {
         check_writable(p)?;
     }
-    let state = colstats::State::merge_files(&a.states, a.allow_gaps).map_err(|e| {
+    let states = input_list(&a.states, a.files_from.as_deref())?;
+    let state = colstats::State::merge_files(&states, a.allow_gaps).map_err(|e| {
         let m = e.cli_message();
         if e.kind() == colstats::ErrorKind::Gap {
             format!("{m} (merge anyway with --allow-gaps)")
@@ -537,9 +548,10 @@ fn merge(a: MergeArgs) -> Result<(), String> {
         );
     }
     let summary = match &a.stats {
+        // Every state holds the same accumulators: the first one names them.
         Some(s) => state
             .finish_with(&s.0, a.ddof)
-            .map_err(|e| e.cli_message())?,
+            .map_err(|e| format!("{}: {}", states[0].display(), e.cli_message()))?,
         None => state.finish(a.ddof),
     };
     emit(&summary, fmt, a.output.as_deref(), None)

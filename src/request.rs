@@ -406,10 +406,18 @@ impl Request {
         let meta = inputs.meta.clone();
         plan::results_fit(meta.columns, self.memory).map_err(|e| budget_error(&self.path, e))?;
         let sel: Vec<u64> = (0..meta.columns).collect();
-        let plans = self.plan_domains(&inputs, &sel, threads, &(0..meta.rows), false)?;
+        let n = inputs.sources.len() as u64;
+        let budget = plan::after_inputs(
+            self.memory,
+            n,
+            plan::inputs_bytes(n, inputs.bookkeeping(), None),
+        )
+        .map_err(|e| budget_error(&self.path, e))?;
+        let plans = self.plan_domains(&inputs, &sel, threads, &(0..meta.rows), false, budget)?;
         let mut sum: Option<PlanSummary> = None;
         let mut used = 1;
-        for (d, p) in inputs.domains.iter().zip(&plans) {
+        for dp in &plans {
+            let (d, p) = (&inputs.domains[dp.domain], &dp.plan);
             used = used.max(p.threads);
             let ps = PlanSummary::of(&d.meta, p);
             sum = Some(match sum {
@@ -429,7 +437,7 @@ impl Request {
         Ok(Info {
             format: first.format,
             datasets: Vec::new(),
-            dataset: first.dataset.clone(),
+            dataset: inputs.sources.iter().find_map(|s| s.dataset.clone()),
             access: format!("{} inputs as one array", inputs.sources.len()),
             array: sum.map(|s| (meta, s)),
             threads: used,

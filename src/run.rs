@@ -1,13 +1,14 @@
 //! Running a [`Request`]: its inputs opened once and every domain planned before any data
-//! is read, the plans executed domain by domain, results finished into a [`Summary`] and a
-//! [`State`]; the batch mode (one state per input in a directory, resume) and keep-going.
+//! is read, the plans executed domain by domain on one thread pool, results finished into a
+//! [`Summary`] and a [`State`]; the batch mode (one state per input in a directory, resume)
+//! and keep-going.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::moments::Acc;
 use crate::request::budget_error;
-use crate::state::{DomainNodes, InputId, InputNodes};
+use crate::state::{DomainNodes, InputId, InputNodes, Job};
 use crate::*;
 
 /// How far a run has come, for a progress display.
@@ -38,21 +39,36 @@ pub(crate) struct Opened {
     pub(crate) shift_bits: Vec<u64>,
     pub(crate) threads: usize,
     pub(crate) need: kernel::Need,
+    /// The job's identity, as states record it.
+    pub(crate) job: Job,
+    /// The dataset read from the HDF5 inputs (that of the first one).
+    pub(crate) dataset: Option<String>,
+    /// The budget left to plan blocks with, once the inputs' bookkeeping is counted.
+    pub(crate) budget: u64,
 }
 
-/// The plans of a reduction over some rows: one per domain.
+/// One domain's plan for its share of some rows: the domain, the inputs those rows lie in
+/// (a window of the domain's, so that a reduction over a few rows of a domain of 10,000
+/// inputs handles a few of them), and the plan over the window's segments.
+pub(crate) struct DomainPlan {
+    pub(crate) domain: usize,
+    pub(crate) window: Range<usize>,
+    pub(crate) plan: plan::Plan,
+}
+
+/// The plans of a reduction over some rows: one per domain those rows touch.
 pub(crate) struct Planned {
     rows: Range<u64>,
-    plans: Vec<plan::Plan>,
+    pub(crate) plans: Vec<DomainPlan>,
     /// Element bytes the plans reduce (progress).
     bytes: u64,
 }
 
 /// What a reduction leaves: the accumulators of the selected columns, each input's own
-/// (when asked for), and the domains' tree nodes (when kept).
+/// (when asked for; by input index, sorted), and the domains' tree nodes (when kept).
 pub(crate) struct Reduced {
     accs: Vec<Acc>,
-    per_input: Vec<Vec<Acc>>,
+    per_input: Vec<(usize, Vec<Acc>)>,
     domains: Vec<DomainNodes>,
     /// Each input's own tree (kept nodes with per-input results).
     input_trees: Vec<InputNodes>,
@@ -68,12 +84,38 @@ impl Request {
         progress: impl Fn(&Progress) + Sync,
         state: bool,
     ) -> Result<(Summary, Option<State>)> {
+        let threads = self.thread_count()?;
+        // One pool for the whole job (every domain, every input of a batch); none when
+        // called from inside the caller's pool, which is then used.
+        if rayon::current_thread_index().is_some() {
+            return self.run_attempts(&progress, state);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .stack_size(exec::WORKER_STACK)
+            .thread_name(|i| format!("colstats-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Threads,
+                    None,
+                    format!("cannot start worker threads: {e}"),
+                )
+            })?;
+        pool.install(|| self.run_attempts(&progress, state))
+    }
+
+    fn run_attempts(
+        &self,
+        progress: ProgressCb<'_>,
+        state: bool,
+    ) -> Result<(Summary, Option<State>)> {
         // Inputs left out while reading, and (from the last attempt) at opening.
         let mut dropped: Vec<(PathBuf, String)> = Vec::new();
         let mut paths = self.paths.clone();
         loop {
             let mut skipped = Vec::new();
-            let attempt = self.open_and_run(&paths, &mut skipped, &progress, state);
+            let attempt = self.open_and_run(&paths, &mut skipped, progress, state);
             match attempt {
                 // Only an input that cannot be read is left out (not a budget or request
                 // error, which no input's absence would fix).
@@ -142,7 +184,10 @@ impl Request {
                 let red = self.reduce(&o, &planned, state, 0, planned.bytes, progress)?;
                 let st = if state {
                     let trees = self.per_input.then(|| red.input_trees.clone());
-                    Some(self.state_of(&o, &planned.rows, red.domains.clone(), trees)?)
+                    let ids = named_ids(&o.inputs, &planned.rows, None)?;
+                    let mut st = self.state_with(&o, ids, &planned.rows, red.domains.clone());
+                    st.per_input = trees;
+                    Some(st)
                 } else {
                     None
                 };
@@ -163,11 +208,30 @@ impl Request {
         let mut sel = order.clone();
         sel.sort_unstable();
         sel.dedup();
+        // Every input holds a line of bookkeeping for the whole run (and its own results
+        // with per-input results): counted in the budget like everything else.
+        let n = inputs.sources.len() as u64;
+        let book = plan::inputs_bytes(
+            n,
+            inputs.bookkeeping(),
+            self.per_input.then_some(sel.len() as u64),
+        );
+        let budget =
+            plan::after_inputs(self.memory, n, book).map_err(|e| budget_error(&self.path, e))?;
         let rows = self
             .rows
             .unwrap_or(RowSpec::new(None, None))
             .resolve(meta.rows);
         let (shift, shift_bits) = row0_shift(&inputs, &sel)?;
+        let job = Job::of(inputs.sources.iter().enumerate().map(|(i, s)| {
+            (
+                s.meta.path.as_path(),
+                inputs.starts[i],
+                s.meta.rows,
+                s.dataset.as_deref(),
+            )
+        }));
+        let dataset = inputs.sources.iter().find_map(|s| s.dataset.clone());
         Ok(Opened {
             inputs,
             sel,
@@ -177,18 +241,32 @@ impl Request {
             shift_bits,
             threads,
             need: stats::needs(&self.stats),
+            job,
+            dataset,
+            budget,
         })
     }
 
     /// Plans every domain's share of `rows`.
     fn plan_rows(&self, o: &Opened, rows: Range<u64>) -> Result<Planned> {
-        let plans = self.plan_domains(&o.inputs, &o.sel, o.threads, &rows, self.per_input)?;
+        let plans = self.plan_domains(
+            &o.inputs,
+            &o.sel,
+            o.threads,
+            &rows,
+            self.per_input,
+            o.budget,
+        )?;
         let itemsize = o.inputs.meta.dtype.size as u64;
-        let bytes = plans.iter().map(|p| exec::plan_bytes(p, itemsize)).sum();
+        let bytes = plans
+            .iter()
+            .map(|p| exec::plan_bytes(&p.plan, itemsize))
+            .sum();
         Ok(Planned { rows, plans, bytes })
     }
 
-    /// One plan per domain of `inputs` for its share of `rows` (also `info`'s plans).
+    /// One plan for each domain of `inputs` that `rows` reach, over the inputs those rows
+    /// lie in (also `info`'s plans).
     pub(crate) fn plan_domains(
         &self,
         inputs: &source::Inputs,
@@ -196,32 +274,53 @@ impl Request {
         threads: usize,
         rows: &Range<u64>,
         per_input: bool,
-    ) -> Result<Vec<plan::Plan>> {
-        let mut plans = Vec::with_capacity(inputs.domains.len());
-        for d in &inputs.domains {
+        budget: u64,
+    ) -> Result<Vec<DomainPlan>> {
+        let doms = &inputs.domains;
+        let first = doms.partition_point(|d| d.rows.end <= rows.start);
+        let mut plans = Vec::new();
+        for (k, d) in doms.iter().enumerate().skip(first) {
+            if d.rows.start >= rows.end {
+                break;
+            }
             let (a, b) = (rows.start.max(d.rows.start), rows.end.min(d.rows.end));
-            let local = if a < b {
-                a - d.rows.start..b - d.rows.start
-            } else {
-                0..0
-            };
-            let segs = plan::segments(inputs, d);
+            if a >= b {
+                continue;
+            }
+            // The inputs holding rows a..b (every block, straddling leaves included, lies in
+            // the selected rows).
+            let lo = d.inputs.start + inputs.starts[d.inputs.clone()].partition_point(|&s| s <= a);
+            let lo = lo.saturating_sub(1).max(d.inputs.start);
+            let hi = d.inputs.start + inputs.starts[d.inputs.clone()].partition_point(|&s| s < b);
+            let window = lo..hi.max(lo + 1).min(d.inputs.end);
+            let segs: Vec<plan::Seg> = window
+                .clone()
+                .map(|i| plan::Seg {
+                    start: inputs.starts[i] - d.rows.start,
+                    rows: inputs.sources[i].meta.rows,
+                    data_offset: inputs.sources[i].meta.data_offset,
+                })
+                .collect();
             let parts = plan::Parts {
                 segs: &segs,
                 per_input,
             };
-            let path = &inputs.sources[d.inputs.start].meta.path;
+            let path = &inputs.sources[window.start].meta.path;
             let p = plan::plan_parts(
                 &d.meta,
                 &parts,
                 sel,
-                local,
-                self.memory,
+                a - d.rows.start..b - d.rows.start,
+                budget,
                 threads,
                 self.block_limit,
             )
             .map_err(|e| budget_error(path, e))?;
-            plans.push(p);
+            plans.push(DomainPlan {
+                domain: k,
+                window,
+                plan: p,
+            });
         }
         Ok(plans)
     }
@@ -240,7 +339,7 @@ impl Request {
         let itemsize = inputs.meta.dtype.size as u64;
         let rows = &planned.rows;
         let mut accs: Option<Vec<Acc>> = None;
-        let mut per_input = vec![Vec::new(); inputs.sources.len()];
+        let mut per_input: Vec<(usize, Vec<Acc>)> = Vec::new();
         let mut domains = Vec::new();
         let mut input_trees = Vec::new();
         let mut done = base;
@@ -262,17 +361,18 @@ impl Request {
                 current: Some(inputs.sources[cur].meta.path.clone()),
             });
         };
-        for (d, plan) in inputs.domains.iter().zip(&planned.plans) {
+        for dp in &planned.plans {
+            let d = &inputs.domains[dp.domain];
+            let plan = &dp.plan;
+            let window = dp.window.clone();
             // Its storage and I/O mode: those of its first input with rows (a domain of
             // several inputs is all mapped; its empty inputs may be of any kind).
-            let lead = d
-                .inputs
+            let lead = window
                 .clone()
                 .find(|&i| inputs.sources[i].meta.rows > 0)
-                .unwrap_or(d.inputs.start);
+                .unwrap_or(window.start);
             let first = &inputs.sources[lead];
-            let ins: Vec<exec::Input> = d
-                .inputs
+            let ins: Vec<exec::Input> = window
                 .clone()
                 .map(|i| exec::Input {
                     meta: &inputs.sources[i].meta,
@@ -303,26 +403,27 @@ impl Request {
                     leaf_rows: plan.leaf_rows,
                     nodes,
                 };
-                if d.inputs.len() == 1 {
-                    per_input[d.inputs.start] = out.accs.clone();
+                let own = |i: usize| InputNodes {
+                    input: i as u64,
+                    order: inputs.sources[i].meta.order,
+                    tree: tree(Vec::new()),
+                };
+                if window.len() == 1 {
+                    per_input.push((window.start, out.accs.clone()));
                     if keep_nodes && !out.nodes.is_empty() {
-                        input_trees.push(InputNodes {
-                            input: d.inputs.start,
-                            order: inputs.sources[d.inputs.start].meta.order,
-                            tree: tree(out.nodes.clone()),
-                        });
+                        let mut t = own(window.start);
+                        t.tree.nodes = out.nodes.clone();
+                        input_trees.push(t);
                     }
                 } else {
                     for (k, a) in out.per_input.into_iter().enumerate() {
-                        per_input[d.inputs.start + k] = a;
+                        per_input.push((window.start + k, a));
                     }
                     for (k, nodes) in out.per_input_nodes.into_iter().enumerate() {
                         if !nodes.is_empty() {
-                            input_trees.push(InputNodes {
-                                input: d.inputs.start + k,
-                                order: inputs.sources[d.inputs.start + k].meta.order,
-                                tree: tree(nodes),
-                            });
+                            let mut t = own(window.start + k);
+                            t.tree.nodes = nodes;
+                            input_trees.push(t);
                         }
                     }
                 }
@@ -345,25 +446,14 @@ impl Request {
             }
         }
         report(done);
+        // Windows of different domains hold different inputs, in row order.
+        debug_assert!(per_input.windows(2).all(|w| w[0].0 < w[1].0));
         Ok(Reduced {
             accs: accs.unwrap_or_else(|| vec![Acc::EMPTY; o.sel.len()]),
             per_input,
             domains,
             input_trees,
         })
-    }
-
-    /// The state of a reduction over `rows`.
-    fn state_of(
-        &self,
-        o: &Opened,
-        rows: &Range<u64>,
-        domains: Vec<DomainNodes>,
-        per_input: Option<Vec<InputNodes>>,
-    ) -> Result<State> {
-        let mut st = self.state_with(o, input_ids(&o.inputs)?, rows, domains);
-        st.per_input = per_input;
-        Ok(st)
     }
 
     fn state_with(
@@ -378,11 +468,12 @@ impl Request {
             dtype: meta.dtype,
             shape: meta.shape.clone(),
             order: meta.order,
-            dataset: o.inputs.sources[0].dataset.clone(),
+            dataset: o.dataset.clone(),
             nan: self.nan,
             ddof: self.ddof,
             stats: self.stats.clone(),
             need: o.need,
+            job: o.job,
             inputs: ids,
             columns: o.sel.clone(),
             output: o.order.clone(),
@@ -392,6 +483,7 @@ impl Request {
             } else {
                 vec![rows.clone()]
             },
+            head: None,
             domains,
             per_input: None,
         }
@@ -414,25 +506,21 @@ impl Request {
             o.order.clone(),
             &pick(&red.accs),
         );
-        summary.dataset = inputs.sources[0].dataset.clone();
+        summary.dataset = o.dataset.clone();
         summary.inputs = inputs.sources.iter().map(|s| s.meta.path.clone()).collect();
         if self.per_input {
+            let empty = vec![Acc::EMPTY; o.sel.len()];
             for (i, src) in inputs.sources.iter().enumerate() {
                 let (a, b) = (
                     rows.start.max(inputs.starts[i]),
                     rows.end.min(inputs.starts[i + 1]),
                 );
-                let accs = if red.per_input[i].is_empty() {
-                    vec![Acc::EMPTY; o.sel.len()]
-                } else {
-                    red.per_input[i].clone()
+                let accs = match red.per_input.binary_search_by_key(&i, |(j, _)| *j) {
+                    Ok(k) => &red.per_input[k].1,
+                    Err(_) => &empty,
                 };
-                let mut s = self.summarise(
-                    &src.meta,
-                    b.saturating_sub(a),
-                    o.order.clone(),
-                    &pick(&accs),
-                );
+                let mut s =
+                    self.summarise(&src.meta, b.saturating_sub(a), o.order.clone(), &pick(accs));
                 s.path = src.meta.path.clone();
                 s.inputs = vec![s.path.clone()];
                 s.dataset = src.dataset.clone();
@@ -463,7 +551,8 @@ impl Request {
     }
 
     /// The batch mode: each input's leaves reduced on their own and kept as a state in
-    /// `dir` (reused when `resume` and still valid), then all merged.
+    /// `dir` (reused when `resume` and still valid), then all merged, one state at a time
+    /// in row order, so memory stays that of one input's work and the merged result.
     fn batch(
         &self,
         o: &Opened,
@@ -471,83 +560,144 @@ impl Request {
         resume: bool,
         progress: ProgressCb<'_>,
     ) -> Result<(Summary, Option<State>)> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        make_state_dir(dir)?;
         let inputs = &o.inputs;
         let n = inputs.sources.len();
-        let ids = input_ids(inputs)?;
-        let owned = owned_rows(inputs, &o.rows);
-        // Reuse what can be reused, plan the rest: every plan is made before reading.
-        let mut have: Vec<Option<State>> = vec![None; n];
-        let mut todo: Vec<(usize, Planned)> = Vec::new();
-        for i in 0..n {
+        let mut warnings = Vec::new();
+        // First, which states can be reused, and a plan for every other input (checking
+        // the budget before anything is read); the plans are made again when their turn
+        // comes, so that only one is held at a time.
+        let mut reuse = vec![false; n];
+        let mut total = 0u64;
+        for (i, again) in reuse.iter_mut().enumerate() {
+            let owned = owned_rows(inputs, i, &o.rows);
             let path = state_path(dir, i, &inputs.sources[i].meta.path);
             if resume {
-                if let Ok(st) = State::load(&path) {
-                    if reusable(&st, o, &ids, &owned[i], self) {
-                        have[i] = Some(st);
-                        continue;
+                match State::load(&path) {
+                    Ok(st) => {
+                        if reusable(&st, o, i, &owned, self)? {
+                            *again = true;
+                            continue;
+                        }
                     }
+                    Err(e)
+                        if e.kind() == ErrorKind::Io
+                            && e.io_kind() == Some(std::io::ErrorKind::NotFound) => {}
+                    Err(e) => warnings.push(format!(
+                        "{}; {} is read again",
+                        e,
+                        inputs.sources[i].meta.path.display()
+                    )),
                 }
             }
-            todo.push((i, self.plan_rows(o, owned[i].clone())?));
+            total += self.plan_rows(o, owned)?.bytes;
         }
-        let total: u64 = todo.iter().map(|(_, p)| p.bytes).sum();
-        let done_before = have.iter().filter(|h| h.is_some()).count();
+        let done_before = reuse.iter().filter(|&&r| r).count();
+        let mut merged = self.state_with(o, Vec::new(), &(0..0), Vec::new());
+        merged.per_input = self.per_input.then(Vec::new);
         let mut done = 0u64;
-        for (k, (i, planned)) in todo.iter().enumerate() {
-            let i = *i;
-            let cur = inputs.sources[i].meta.path.clone();
-            let files_done = done_before + k;
-            let at = done;
-            let red = self.reduce(o, planned, true, 0, planned.bytes, &|p: &Progress| {
-                progress(&Progress {
-                    bytes_done: at + p.bytes_done,
-                    bytes_total: total,
-                    files_done,
-                    files_total: n,
-                    current: Some(cur.clone()),
-                })
-            })?;
-            done += planned.bytes;
-            let mut st = self.state_with(o, ids.clone(), &planned.rows, red.domains);
-            // Each input's own tree, for --per-file: the parts of the inputs this run's
-            // leaves reach (its own, and the head of the next one).
-            st.per_input = self.per_input.then_some(red.input_trees);
-            st.save(&state_path(dir, i, &inputs.sources[i].meta.path))?;
-            have[i] = Some(st);
+        let mut fresh = 0usize;
+        for (i, &again) in reuse.iter().enumerate() {
+            let owned = owned_rows(inputs, i, &o.rows);
+            let path = state_path(dir, i, &inputs.sources[i].meta.path);
+            let kept = if again {
+                State::load(&path)
+                    .ok()
+                    .filter(|st| reusable(st, o, i, &owned, self).unwrap_or(false))
+            } else {
+                None
+            };
+            let st = match kept {
+                Some(st) => st,
+                None => {
+                    let planned = self.plan_rows(o, owned.clone())?;
+                    let cur = inputs.sources[i].meta.path.clone();
+                    let files_done = done_before + fresh;
+                    let at = done;
+                    let red =
+                        self.reduce(o, &planned, true, 0, planned.bytes, &|p: &Progress| {
+                            progress(&Progress {
+                                bytes_done: at + p.bytes_done,
+                                bytes_total: total.max(at + p.bytes_done),
+                                files_done,
+                                files_total: n,
+                                current: Some(cur.clone()),
+                            })
+                        })?;
+                    done += planned.bytes;
+                    fresh += 1;
+                    let ids = named_ids(inputs, &owned, Some(i))?;
+                    let mut st = self.state_with(o, ids, &owned, red.domains);
+                    // Each input's own tree, for --per-file: the parts of the inputs this
+                    // run's leaves reach (its own, and the head of the next one).
+                    st.per_input = self.per_input.then_some(red.input_trees);
+                    st.save_unsynced(&path)?;
+                    st
+                }
+            };
+            merged.merge(&st)?;
+            merged.fold_head();
         }
         progress(&Progress {
             bytes_done: done,
-            bytes_total: total,
+            bytes_total: done,
             files_done: n,
             files_total: n,
             current: None,
         });
-        // Merge, with every state's inputs set to the inputs as they are now (what matters
-        // of them was checked).
-        let mut merged = self.state_with(o, ids.clone(), &(0..0), Vec::new());
-        merged.per_input = self.per_input.then(Vec::new);
-        for st in have.into_iter().flatten() {
-            let mut st = st;
-            st.inputs = ids.clone();
-            merged.merge(&st)?;
-        }
         let mut summary = merged.finish_with(&self.stats, Some(self.ddof))?;
         summary.rows = o.rows.end - o.rows.start;
+        summary.warnings = warnings;
         Ok((summary, Some(merged)))
     }
 }
 
-/// The identity of every input, as it is now (for a state).
-fn input_ids(inputs: &source::Inputs) -> Result<Vec<InputId>> {
-    inputs
-        .sources
-        .iter()
-        .enumerate()
-        .map(|(i, src)| {
+/// Creates a state directory, or says clearly why it cannot be one.
+fn make_state_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::new(
+            ErrorKind::Request,
+            Some(dir),
+            "the state directory exists and is not a directory",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// The identities, read now, of the inputs a state over `rows` names: those holding its
+/// rows, and the empty ones at their edges; with `own`, that input too (a batch input all
+/// of whose rows lie in the leaf before it still has its state).
+fn named_ids(
+    inputs: &source::Inputs,
+    rows: &Range<u64>,
+    own: Option<usize>,
+) -> Result<Vec<InputId>> {
+    let n = inputs.sources.len();
+    // From the first input ending at or after rows.start to the last starting at or
+    // before rows.end (none for no rows).
+    let lo = inputs.starts[1..].partition_point(|&e| e < rows.start);
+    let hi = if rows.is_empty() {
+        lo
+    } else {
+        inputs.starts[..n].partition_point(|&s| s <= rows.end)
+    };
+    let mut named: Vec<usize> = (lo..hi.max(lo))
+        .filter(|&i| {
+            let (s, e) = (inputs.starts[i], inputs.starts[i + 1]);
+            (s < rows.end && e > rows.start) || (s == e && rows.start <= s && s <= rows.end)
+        })
+        .chain(own)
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    named
+        .into_iter()
+        .map(|i| {
+            let src = &inputs.sources[i];
             InputId::of(
                 &src.meta.path,
                 src.dataset.as_deref(),
+                i as u64,
                 inputs.starts[i],
                 src.meta.rows,
             )
@@ -555,30 +705,29 @@ fn input_ids(inputs: &source::Inputs) -> Result<Vec<InputId>> {
         .collect()
 }
 
-/// Per input, the rows a batch reduces for it: the leaves that start in it (in its domain's
-/// tree), within the request's rows. Adjacent, disjoint, covering the rows.
-fn owned_rows(inputs: &source::Inputs, rows: &Range<u64>) -> Vec<Range<u64>> {
-    let mut out = vec![0..0; inputs.sources.len()];
-    for d in &inputs.domains {
-        let leaf = plan::leaf_rows(&d.meta).max(1);
-        let up = |x: u64| (d.rows.start + (x - d.rows.start).div_ceil(leaf) * leaf).min(d.rows.end);
-        for i in d.inputs.clone() {
-            let (s, e) = (inputs.starts[i], inputs.starts[i + 1]);
-            let a = if i == d.inputs.start {
-                d.rows.start
-            } else {
-                up(s)
-            };
-            let b = if i + 1 == d.inputs.end {
-                d.rows.end
-            } else {
-                up(e)
-            };
-            let (a, b) = (a.max(rows.start), b.min(rows.end));
-            out[i] = if a < b { a..b } else { 0..0 };
-        }
+/// The rows a batch reduces for input `i`: the leaves that start in it (in its domain's
+/// tree), within the request's rows. Over all inputs: adjacent, disjoint, covering the rows.
+fn owned_rows(inputs: &source::Inputs, i: usize, rows: &Range<u64>) -> Range<u64> {
+    let d = &inputs.domains[inputs.domains.partition_point(|d| d.inputs.end <= i)];
+    let leaf = plan::leaf_rows(&d.meta).max(1);
+    let up = |x: u64| (d.rows.start + (x - d.rows.start).div_ceil(leaf) * leaf).min(d.rows.end);
+    let (s, e) = (inputs.starts[i], inputs.starts[i + 1]);
+    let a = if i == d.inputs.start {
+        d.rows.start
+    } else {
+        up(s)
+    };
+    let b = if i + 1 == d.inputs.end {
+        d.rows.end
+    } else {
+        up(e)
+    };
+    let (a, b) = (a.max(rows.start), b.min(rows.end));
+    if a < b {
+        a..b
+    } else {
+        0..0
     }
-    out
 }
 
 fn state_path(dir: &Path, i: usize, input: &Path) -> PathBuf {
@@ -589,29 +738,16 @@ fn state_path(dir: &Path, i: usize, input: &Path) -> PathBuf {
     dir.join(format!("{i:06}-{stem}.cstate"))
 }
 
-/// Whether a saved state of input `i` can stand for reading it again: the same run (array,
-/// columns, policy, statistics, shift), the same layout of every input (paths and rows),
-/// its rows exactly the ones owned now, and every input it read unchanged.
-fn reusable(st: &State, o: &Opened, ids: &[InputId], owned: &Range<u64>, r: &Request) -> bool {
+/// Whether a saved state of input `i` can stand for reading it again: the same job (input
+/// list), array, columns, policy, statistics and shift, its rows exactly the ones owned
+/// now, and every input it names unchanged.
+fn reusable(st: &State, o: &Opened, i: usize, owned: &Range<u64>, r: &Request) -> Result<bool> {
     let meta = &o.inputs.meta;
-    let same_layout = st.inputs.len() == ids.len()
-        && st
-            .inputs
-            .iter()
-            .zip(ids)
-            .all(|(a, b)| a.path == b.path && a.start == b.start && a.rows == b.rows);
     let rows_ok = if owned.is_empty() {
         st.rows.is_empty()
     } else {
         st.rows == [owned.clone()]
     };
-    let read_ok = ids
-        .iter()
-        .zip(&st.inputs)
-        .filter(|(id, _)| {
-            id.start < owned.end.max(owned.start + 1) && owned.start < id.start + id.rows.max(1)
-        })
-        .all(|(id, old)| id.same_file(old));
     // The domains it holds nodes of are still domains, with the same leaves (an input
     // rewritten in another layout changes them).
     let domains_ok = st.domains.iter().all(|sd| {
@@ -620,10 +756,10 @@ fn reusable(st: &State, o: &Opened, ids: &[InputId], owned: &Range<u64>, r: &Req
             .iter()
             .any(|d| d.rows == sd.rows && plan::leaf_rows(&d.meta) == sd.leaf_rows)
     });
-    same_layout
+    let same_run = st.job == o.job
+        && st.head.is_none()
         && domains_ok
         && rows_ok
-        && read_ok
         && st.dtype == meta.dtype
         && st.shape == meta.shape
         && st.columns == o.sel
@@ -632,7 +768,16 @@ fn reusable(st: &State, o: &Opened, ids: &[InputId], owned: &Range<u64>, r: &Req
         && st.nan == r.nan
         && st.need == o.need
         && st.stats == r.stats
-        && st.per_input.is_some() == r.per_input
+        && st.per_input.is_some() == r.per_input;
+    if !same_run {
+        return Ok(false);
+    }
+    // Every input it read, unchanged (read now only for a state that could be reused).
+    let now = match named_ids(&o.inputs, owned, Some(i)) {
+        Ok(ids) => ids,
+        Err(_) => return Ok(false),
+    };
+    Ok(now == st.inputs)
 }
 
 /// How accumulators become results: which statistics, ddof, NaN policy.
@@ -703,6 +848,7 @@ pub(crate) fn summarise(
         inputs: vec![path.to_path_buf()],
         per_input: Vec::new(),
         skipped: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

@@ -68,6 +68,9 @@ pub struct Summary {
     pub per_input: Vec<Summary>,
     /// Inputs left out under [`crate::Request::keep_going`], with why.
     pub skipped: Vec<(PathBuf, String)>,
+    /// What the run noticed and worked around, one line each (`FILE: what`): a damaged
+    /// state in a state directory, recomputed.
+    pub warnings: Vec<String>,
 }
 
 impl Summary {

@@ -419,9 +419,9 @@ fn damaged_state_files_are_clean_errors() {
         }
     }
     let mut future = bytes.clone();
-    future[8] = 2;
+    future[8] = 3;
     let e = State::from_bytes(&future).unwrap_err().to_string();
-    assert!(e.contains("version 2"), "{e}");
+    assert!(e.contains("version 3"), "{e}");
     // Through the CLI: one line naming the file.
     let dir = sp.whole.parent().unwrap();
     let cut = dir.join("cut.cstate");
@@ -923,5 +923,302 @@ fn per_file_results_in_batch_mode_are_those_of_one_pass() {
     assert_eq!(
         run(&["--state-dir", s(&sd), "--resume", "--rows", "100:50000"]),
         run(&["--rows", "100:50000"])
+    );
+}
+
+/// What a user's trial of batch mode found (issue 18): each case failed before.
+mod trial {
+    use super::*;
+
+    fn ok(out: &std::process::Output) -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Writes an `f8` or `f4` shard of `rows` x 2.
+    fn small(path: &Path, rows: usize, f4: bool) {
+        let v: Vec<f64> = (0..rows * 2).map(|i| i as f64 * 0.5).collect();
+        if f4 {
+            let b: Vec<u8> = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+            write_npy(path, "<f4", false, &[rows as u64, 2], &b);
+        } else {
+            write_npy(path, "<f8", false, &[rows as u64, 2], &f64_bytes(&v, false));
+        }
+    }
+
+    #[test]
+    fn keep_going_keeps_the_array_most_inputs_agree_on_even_when_the_first_is_odd() {
+        let dir = tmpdir();
+        let p = |n: &str| dir.path().join(n);
+        small(&p("a.npy"), 10, true);
+        for n in ["b.npy", "c.npy", "d.npy"] {
+            small(&p(n), 5, false);
+        }
+        let all = [p("a.npy"), p("b.npy"), p("c.npy"), p("d.npy")];
+        let mut args = vec!["stats", "--keep-going", "--format", "json"];
+        args.extend(all.iter().map(|x| s(x)));
+        let r = cli(&args);
+        assert_eq!(r.status.code(), Some(3));
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("warning: {}: dtype float32 differs", s(&all[0]))),
+            "{err}"
+        );
+        assert!(err.contains("and of 2 other inputs"), "{err}");
+        let got = json(&r.stdout);
+        assert_eq!(got["rows"], 15);
+        assert_eq!(got["dtype"], "float64");
+        assert_eq!(got["skipped"][0]["file"], s(&all[0]));
+        // The same through the library.
+        let sum = Request::inputs(&all).keep_going(true).run().unwrap();
+        assert_eq!(sum.rows, 15);
+        assert_eq!(sum.skipped.len(), 1);
+    }
+
+    #[test]
+    fn the_dataset_is_reported_when_the_first_input_is_npy() {
+        let dir = tmpdir();
+        let n = dir.path().join("a.npy");
+        small(&n, 4, false);
+        let h = dir.path().join("b.h5");
+        let f = hdf5::File::create(&h).unwrap();
+        let arr = ndarray::Array2::<f64>::from_shape_fn((3, 2), |(i, j)| (i * 2 + j) as f64);
+        f.new_dataset_builder().with_data(&arr).create("x").unwrap();
+        drop(f);
+        let r = cli(&["stats", "--format", "json", "--dataset", "/x", s(&n), s(&h)]);
+        ok(&r);
+        assert_eq!(json(&r.stdout)["dataset"], "/x");
+        let r = cli(&["info", "--format", "json", "--dataset", "/x", s(&n), s(&h)]);
+        ok(&r);
+    }
+
+    #[test]
+    fn a_dataset_option_with_only_npy_inputs_is_accepted() {
+        let dir = tmpdir();
+        let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+        small(&a, 4, false);
+        small(&b, 3, false);
+        for args in [
+            vec!["stats", "--format", "json", "--dataset", "/x", s(&a), s(&b)],
+            vec!["stats", "--format", "json", "--dataset", "/x", s(&a)],
+        ] {
+            let r = cli(&args);
+            ok(&r);
+            assert_eq!(json(&r.stdout)["dataset"], serde_json::Value::Null);
+        }
+        ok(&cli(&["info", "--dataset", "/x", s(&a)]));
+    }
+
+    #[test]
+    fn output_and_state_dir_errors_say_what_is_wrong_and_nothing_else() {
+        let dir = tmpdir();
+        let a = dir.path().join("a.npy");
+        small(&a, 4, false);
+        let r = cli(&["stats", s(&a), "-o", "/nonexistent-dir/out.json"]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1));
+        assert_eq!(
+            err.trim_end(),
+            "error: /nonexistent-dir/out.json: cannot write output: No such file or directory \
+             (os error 2)"
+        );
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"x").unwrap();
+        let r = cli(&["stats", s(&a), s(&a), "--state-dir", s(&file)]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1));
+        assert!(err.starts_with(&format!("error: {}: ", s(&file))), "{err}");
+        assert!(err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn merge_errors_name_a_state_file_and_merge_takes_globs_and_lists() {
+        let sp = split(40_000, 2, 3, 41);
+        let dir = sp.whole.parent().unwrap();
+        let shards: Vec<&str> = sp.shards.iter().map(|p| s(p)).collect();
+        let save = |name: &str, extra: &[&str]| -> PathBuf {
+            let p = dir.join(name);
+            let mut a = vec!["stats", "-o", "/dev/null", "--save-state", s(&p)];
+            a.extend(extra);
+            a.extend(&shards);
+            ok(&cli(&a));
+            p
+        };
+        let q0 = save("q0.cstate", &["--rows", "0:16384", "--stats", "count"]);
+        let q2 = save("q2.cstate", &["--rows", "32768:", "--stats", "count"]);
+        let q1 = save("q1.cstate", &["--rows", "16384:32768", "--stats", "count"]);
+        // A statistic the states cannot give: named, with a state file.
+        let r = cli(&["merge", s(&q0), s(&q1), s(&q2), "--stats", "mean"]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1));
+        assert!(err.starts_with(&format!("error: {}: ", s(&q0))), "{err}");
+        assert!(err.contains("mean"), "{err}");
+        // A gap: the states on both sides named.
+        let r = cli(&["merge", s(&q0), s(&q2)]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1));
+        assert!(err.starts_with(&format!("error: {}: ", s(&q0))), "{err}");
+        assert!(err.contains(s(&q2)) && err.contains("16384:32768"), "{err}");
+        // A quoted glob and a list give what the files given one by one give.
+        let want = cli(&["merge", "--format", "json", s(&q0), s(&q1), s(&q2)]);
+        ok(&want);
+        let pattern = format!("{}/q*.cstate", dir.display());
+        let r = cli(&["merge", "--format", "json", &pattern]);
+        ok(&r);
+        assert_eq!(r.stdout, want.stdout);
+        let list = dir.join("states.txt");
+        std::fs::write(&list, format!("{}\n{}\n\n{}\n", s(&q2), s(&q0), s(&q1))).unwrap();
+        let r = cli(&["merge", "--format", "json", "--files-from", s(&list)]);
+        ok(&r);
+        assert_eq!(r.stdout, want.stdout);
+        let r = cli(&["merge", &format!("{}/nothing*.cstate", dir.display())]);
+        assert_eq!(r.status.code(), Some(1));
+    }
+
+    #[test]
+    fn a_damaged_state_is_read_again_with_a_warning() {
+        let sp = split(30_000, 2, 6, 43);
+        let dir = sp.whole.parent().unwrap();
+        let sd = dir.join("dmg.d");
+        let mut a = vec!["stats", "--format", "json", "--state-dir", s(&sd)];
+        a.extend(sp.shards.iter().map(|p| s(p)));
+        let first = cli(&a);
+        ok(&first);
+        let files = state_files(&sd);
+        let victim = files
+            .iter()
+            .find(|f| std::fs::metadata(f).unwrap().len() > 200)
+            .unwrap();
+        let mut bytes = std::fs::read(victim).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        std::fs::write(victim, &bytes).unwrap();
+        a.push("--resume");
+        let r = cli(&a);
+        let err = ok(&r);
+        assert_eq!(r.stdout, first.stdout);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("warning: {}: ", victim.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains("checksum") && err.contains("read again"),
+            "{err}"
+        );
+        // Repaired: the next resume is silent.
+        let r = cli(&a);
+        assert_eq!(ok(&r), "");
+    }
+
+    /// Chunked HDF5 shards are a merge tree each: batch mode, its resume and merges of
+    /// states in any order fold them into the bits of one pass, and the merged state stays
+    /// small (the domains it has passed folded into one accumulator per column).
+    #[test]
+    fn chunked_shards_in_batch_mode_and_merges_fold_to_one_pass() {
+        let dir = tmpdir();
+        let (rows, cols) = (9_000, 3);
+        let v = values(rows, cols, 51);
+        let mut rng = Rng(52);
+        let bounds = cuts(rows, 24, &mut rng);
+        let mut files = Vec::new();
+        for (i, &(a, b)) in bounds.iter().enumerate() {
+            let arr =
+                ndarray::Array2::from_shape_vec((b - a, cols), v[a * cols..b * cols].to_vec())
+                    .unwrap();
+            let h = dir.path().join(format!("c{i:02}.h5"));
+            let f = hdf5::File::create(&h).unwrap();
+            let mut builder = f.new_dataset_builder().with_data(&arr);
+            if b - a > 0 {
+                builder = builder.chunk((50.min(b - a), cols)).deflate(1);
+            }
+            builder.create("z").unwrap();
+            drop(f);
+            files.push(h);
+        }
+        let names: Vec<&str> = files.iter().map(|p| s(p)).collect();
+        let run = |extra: &[&str]| {
+            let mut a = vec!["stats", "--format", "json", "--dataset", "z", "--per-file"];
+            a.extend(extra);
+            a.extend(&names);
+            let out = cli(&a);
+            ok(&out);
+            out.stdout
+        };
+        let want = run(&[]);
+        let sd = dir.path().join("c.d");
+        let st = dir.path().join("all.cstate");
+        assert_eq!(run(&["--state-dir", s(&sd), "--save-state", s(&st)]), want);
+        assert_eq!(run(&["--state-dir", s(&sd), "--resume"]), want);
+        // The batch's merged state: the folded head and at most the last domain.
+        let merged = State::load(&st).unwrap();
+        assert_eq!(merged.row_count(), rows as u64);
+        let r = cli(&["merge", "--format", "json", s(&st)]);
+        ok(&r);
+        assert_eq!(r.stdout, want);
+        // The per-input states, merged in a shuffled order, by the CLI and the library.
+        let mut states = state_files(&sd);
+        assert_eq!(states.len(), files.len());
+        let mut order: Vec<usize> = (0..states.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.next() as usize % (i + 1));
+        }
+        states = order.iter().map(|&k| states[k].clone()).collect();
+        let mut m = vec!["merge", "--format", "json"];
+        m.extend(states.iter().map(|p| s(p)));
+        let r = cli(&m);
+        ok(&r);
+        assert_eq!(r.stdout, want);
+        let mut lib = State::load(&states[0]).unwrap();
+        for p in &states[1..] {
+            lib.merge(&State::load(p).unwrap()).unwrap();
+        }
+        let whole = State::merge_files(&states, false).unwrap();
+        same_bits(&lib.finish(None), &whole.finish(None), "merge in any order");
+    }
+}
+
+/// States written by colstats 0.1 (format version 1, `tests/fixtures/states`) still merge to
+/// what 0.1 printed, alone and with a state of this version over the same inputs.
+#[test]
+fn version_1_states_still_merge() {
+    let dir = fixture("states");
+    let want = std::fs::read(dir.join("v1-merged.json")).unwrap();
+    let run = |args: &[&str]| {
+        let out = bin().current_dir(&dir).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(
+        run(&["merge", "v1-0.cstate", "v1-1.cstate", "--format", "json"]),
+        want
+    );
+    let tmp = tmpdir();
+    let v2 = tmp.path().join("v2-1.cstate");
+    run(&[
+        "stats",
+        "v1a.npy",
+        "v1b.npy",
+        "v1c.npy",
+        "--rows",
+        "8192:",
+        "--per-file",
+        "-o",
+        "/dev/null",
+        "--save-state",
+        s(&v2),
+    ]);
+    assert_eq!(
+        run(&["merge", s(&v2), "v1-0.cstate", "--format", "json"]),
+        want
     );
 }

@@ -47,6 +47,7 @@ fn run_and_check(path: &std::path::Path, extra: &[&str], rows: u64, label: &str)
 fn peak_rss_within_budget() {
     npy_peak_rss_within_budget();
     many_files_peak_rss_within_budget();
+    ten_thousand_shards_in_batch_mode();
     #[cfg(feature = "hdf5")]
     hdf5_peak_rss_within_budget();
 }
@@ -189,4 +190,110 @@ fn hdf5_peak_rss_within_budget() {
         let label = format!("hdf5 {ds}, {} MiB logical", (rows * cols * 8) >> 20);
         run_and_check(&h, &["--dataset", ds], rows as u64, &label);
     }
+}
+
+/// Runs colstats with `args` and returns its stdout and its own peak RSS (this child's
+/// alone, from `wait4`, which also reaps it).
+#[allow(clippy::zombie_processes)]
+fn run_measured(args: &[&str]) -> (Vec<u8>, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let out_path = std::env::temp_dir().join(format!("colstats-mem-{}.out", std::process::id()));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let child = bin()
+        .args(args)
+        .stdout(out)
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 writes the status and usage we own; the child is ours.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert_eq!(pid, child.id() as i32);
+    let st = std::process::ExitStatus::from_raw(status);
+    assert!(st.success(), "{args:?}: {st}");
+    let bytes = std::fs::read(&out_path).unwrap();
+    let _ = std::fs::remove_file(&out_path);
+    (bytes, ru.ru_maxrss as u64 * 1024)
+}
+
+fn dir_bytes(d: &std::path::Path) -> u64 {
+    std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// A batch over 10,000 shards of a few rows (issue 18): its states and its peak RSS grow
+/// linearly with the shards (1,000 against 10,000), the peak stays within `--memory` +
+/// 32 MiB, and a resume gives the bytes of a plain run.
+fn ten_thousand_shards_in_batch_mode() {
+    let dir = tmpdir();
+    let mut rng = Rng(18);
+    let mut paths = Vec::new();
+    for k in 0..10_000 {
+        let n = rng.range(0, 31) as u64;
+        let data: Vec<u8> = (0..n * 3)
+            .flat_map(|i| (1e3 + ((i * 7 + k) % 101) as f64 * 0.125).to_le_bytes())
+            .collect();
+        let p = dir.path().join(format!("s{k:05}.npy"));
+        write_npy(&p, "<f8", false, &[n, 3], &data);
+        paths.push(p.to_str().unwrap().to_string());
+    }
+    let budget: u64 = 16 << 20;
+    let mut sizes = Vec::new();
+    for n in [1_000, 10_000] {
+        let list = dir.path().join(format!("list{n}.txt"));
+        std::fs::write(&list, paths[..n].join("\n")).unwrap();
+        let states = dir.path().join(format!("states{n}"));
+        let common = [
+            "stats",
+            "--files-from",
+            list.to_str().unwrap(),
+            "--format",
+            "json",
+        ];
+        let with = |extra: &[&str]| {
+            let mut a: Vec<&str> = common.to_vec();
+            a.extend(["--memory", "16MiB"]);
+            a.extend(extra);
+            run_measured(&a)
+        };
+        let (plain, rss_plain) = with(&[]);
+        let sd = states.to_str().unwrap();
+        let (fresh, rss_fresh) = with(&["--state-dir", sd]);
+        let (resumed, rss_resume) = with(&["--state-dir", sd, "--resume"]);
+        assert_eq!(
+            fresh, plain,
+            "{n} shards: batch mode differs from a plain run"
+        );
+        assert_eq!(
+            resumed, plain,
+            "{n} shards: the resume differs from a plain run"
+        );
+        let bytes = dir_bytes(&states);
+        eprintln!(
+            "{n} shards: states {:.2} MiB; peak RSS plain {:.1} MiB, batch {:.1} MiB, \
+             resume {:.1} MiB (budget 16 MiB)",
+            bytes as f64 / (1 << 20) as f64,
+            rss_plain as f64 / (1 << 20) as f64,
+            rss_fresh as f64 / (1 << 20) as f64,
+            rss_resume as f64 / (1 << 20) as f64
+        );
+        for rss in [rss_plain, rss_fresh, rss_resume] {
+            assert!(
+                rss <= budget + (32 << 20),
+                "{n} shards: peak RSS {} MiB over 16 MiB + 32 MiB",
+                rss >> 20
+            );
+        }
+        sizes.push((bytes, rss_fresh));
+    }
+    let ratio = sizes[1].0 as f64 / sizes[0].0 as f64;
+    assert!(ratio <= 12.0, "states grew {ratio:.1}x for 10x the shards");
+    let rss_ratio = sizes[1].1 as f64 / sizes[0].1 as f64;
+    assert!(
+        rss_ratio <= 12.0,
+        "peak RSS grew {rss_ratio:.1}x for 10x the shards"
+    );
 }

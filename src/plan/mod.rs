@@ -14,7 +14,8 @@ use crate::kernel::Shape;
 use crate::source::{ArrayMeta, Order};
 use budget::MIN_BALANCED_BLOCK;
 pub use budget::{
-    floor_error as budget_floor, results_fit, Split, ACC_BYTES, MAX_BLOCK_BYTES, MIN_BUDGET,
+    after_inputs, floor_error as budget_floor, inputs_bytes, results_fit, Split, ACC_BYTES,
+    HDF5_INPUT_BYTES, MAX_BLOCK_BYTES, MIN_BUDGET, NPY_INPUT_BYTES,
 };
 
 /// Target bytes per leaf of the merge tree (rows × columns × itemsize), small enough for the

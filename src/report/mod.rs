@@ -427,6 +427,28 @@ fn table(s: &Summary) -> String {
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,
 /// then renamed over `path`. On error nothing is left behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_renamed(path, bytes, true)
+}
+
+/// The OS error inside one of tempfile's (which adds the temporary file's name, a detail
+/// of ours that means nothing to the reader).
+fn os_error(e: std::io::Error) -> std::io::Error {
+    let code = e
+        .get_ref()
+        .and_then(|inner| inner.source())
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(|io| io.raw_os_error());
+    match code {
+        Some(c) => std::io::Error::from_raw_os_error(c),
+        None => e,
+    }
+}
+
+/// [`write_atomic`] with the data synced to disk before the rename only when `sync`: a
+/// reader never sees half a file either way, but without the sync a power failure soon
+/// after may leave the file missing or its content lost (fine for what a checksum guards
+/// and can be computed again: a batch's states).
+pub fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -434,9 +456,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".colstats-")
         .suffix(".tmp")
-        .tempfile_in(dir)?;
+        .tempfile_in(dir)
+        .map_err(os_error)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    if sync {
+        tmp.as_file().sync_all()?;
+    }
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = tmp

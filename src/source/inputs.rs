@@ -50,37 +50,66 @@ impl Inputs {
         }
         let mut sources = Vec::with_capacity(paths.len());
         for p in paths {
-            sources.push(open_input(p, dataset, paths.len())?);
-        }
-        if dataset.is_some() && !sources.iter().any(|s| s.format == super::Format::Hdf5) {
-            return Err(Error::request(
-                &paths[0],
-                format!(
-                    "{} applies only to HDF5 files, and no input is one",
-                    crate::error::opt::DATASET
-                ),
-            ));
+            sources.push(open(p, dataset)?);
         }
         Inputs::from_sources(sources)
     }
 
     /// [`Inputs::open`] that leaves out the inputs that fail to open or do not concatenate
-    /// with the first that opens, and returns them with their errors.
+    /// with the others, and returns them with their errors. The array is the one most inputs
+    /// agree on (dtype and shape after the first axis; on a tie, that of the earliest of
+    /// them), so one odd file, first or not, is the one left out.
     pub fn open_lenient(
         paths: &[PathBuf],
         dataset: Option<&str>,
     ) -> (Result<Inputs>, Vec<(PathBuf, Error)>) {
         let mut bad = Vec::new();
-        let mut sources: Vec<Source> = Vec::new();
-        for p in paths {
-            match open_input(p, dataset, paths.len()).and_then(|s| match sources.first() {
-                Some(f) => check_compatible(&f.meta, &s.meta).map(|_| s),
-                None => Ok(s),
-            }) {
-                Ok(s) => sources.push(s),
-                Err(e) => bad.push((p.clone(), e)),
+        let mut opened: Vec<(usize, Source)> = Vec::new();
+        for (k, p) in paths.iter().enumerate() {
+            match open(p, dataset) {
+                Ok(s) => opened.push((k, s)),
+                Err(e) => bad.push((k, p.clone(), e)),
             }
         }
+        // The kinds of array, by how many inputs hold each, in order of first appearance.
+        let key = |m: &ArrayMeta| (m.dtype.kind, m.dtype.size, m.shape[1..].to_vec());
+        let mut kinds: Vec<(_, usize, usize)> = Vec::new(); // (key, count, first input)
+        for (j, (_, s)) in opened.iter().enumerate() {
+            let k = key(&s.meta);
+            match kinds.iter_mut().find(|x| x.0 == k) {
+                Some(x) => x.1 += 1,
+                None => kinds.push((k, 1, j)),
+            }
+        }
+        let best = kinds
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, x)| (x.1, std::cmp::Reverse(*i)))
+            .map(|(_, x)| (x.0.clone(), x.1, x.2));
+        let mut sources = Vec::with_capacity(opened.len());
+        if let Some((k, count, first)) = best {
+            let model = opened[first].1.meta.clone();
+            let others = count - 1;
+            for (i, s) in opened {
+                if key(&s.meta) == k {
+                    sources.push(s);
+                } else {
+                    let e = check_compatible(&model, &s.meta).expect_err("another kind");
+                    let why = match others {
+                        0 => e.message(),
+                        1 => format!("{} and of 1 other input", e.message()),
+                        n => format!("{} and of {n} other inputs", e.message()),
+                    };
+                    bad.push((
+                        i,
+                        s.meta.path.clone(),
+                        Error::new(e.kind(), Some(&s.meta.path), why),
+                    ));
+                }
+            }
+        }
+        bad.sort_by_key(|(i, _, _)| *i);
+        let bad = bad.into_iter().map(|(_, p, e)| (p, e)).collect();
         if sources.is_empty() {
             let e = Error::new(ErrorKind::Request, None, "no input could be read");
             return (Err(e), bad);
@@ -121,22 +150,27 @@ impl Inputs {
         })
     }
 
+    /// Bytes of bookkeeping the inputs hold for a run (see [`crate::plan::NPY_INPUT_BYTES`]).
+    pub fn bookkeeping(&self) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        self.sources
+            .iter()
+            .map(|s| {
+                let each = match s.format {
+                    super::Format::Hdf5 => crate::plan::HDF5_INPUT_BYTES,
+                    super::Format::Npy => crate::plan::NPY_INPUT_BYTES,
+                };
+                each + 2 * s.meta.path.as_os_str().as_bytes().len() as u64
+            })
+            .sum()
+    }
+
     /// The input holding global row `row` (the last input for the total row count).
     pub fn input_of(&self, row: u64) -> usize {
         self.starts[1..]
             .partition_point(|&s| s <= row)
             .min(self.sources.len() - 1)
     }
-}
-
-/// Opens one of `n` inputs: with several, the dataset applies to the HDF5 ones and `.npy`
-/// inputs mix in.
-fn open_input(p: &Path, dataset: Option<&str>, n: usize) -> Result<Source> {
-    let ds = match dataset {
-        Some(_) if n > 1 && super::sniff(p)? != super::Format::Hdf5 => None,
-        d => d,
-    };
-    open(p, ds)
 }
 
 /// Whether `b` can follow `a` in one array: the same element type (byte order may differ)

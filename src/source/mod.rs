@@ -237,17 +237,14 @@ pub struct Source {
 }
 
 /// Opens `path`, recognising the format by its first bytes, and reads the array's metadata.
+///
+/// The dataset applies to HDF5 files only: a `.npy` file ignores it, so that a job script
+/// that always names one works whatever its pattern matches.
 pub fn open(path: &Path, dataset: Option<&str>) -> Result<Source> {
     use std::os::unix::fs::FileExt;
     let (file, len, format) = recognise(path)?;
     if format == Format::Hdf5 {
         return open_hdf5(path, file, len, dataset);
-    }
-    if dataset.is_some() {
-        return Err(Error::request(
-            path,
-            format!("{} applies only to HDF5 files", crate::error::opt::DATASET),
-        ));
     }
     let mut head = vec![0u8; len.min(4096) as usize];
     file.read_exact_at(&mut head, 0)
