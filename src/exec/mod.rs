@@ -126,7 +126,13 @@ pub const WORKER_STACK: usize = 64 << 20;
 
 /// Reduces every block of `plan` and returns one accumulator per selected column, and, when
 /// the job asks to keep them, the nodes of the canonical tree those were folded from.
-pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Output> {
+/// The workers run on `pool`, or with `None` on the pool the caller runs in.
+pub fn run(
+    job: &Job<'_>,
+    plan: &Plan,
+    pool: Option<&rayon::ThreadPool>,
+    progress: &ProgressFn<'_>,
+) -> Result<Output> {
     let mut results = vec![Acc::EMPTY; job.sel.len()];
     let split = job.per_input && job.inputs.len() > 1;
     let per_input = if split {
@@ -143,25 +149,6 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outp
             per_input_nodes,
         });
     }
-    // Called from inside a rayon pool (`ThreadPool::install`): run on that pool.
-    let own = rayon::current_thread_index().is_none();
-    let pool = if own {
-        let p = rayon::ThreadPoolBuilder::new()
-            .num_threads(job.threads.max(1))
-            .stack_size(WORKER_STACK)
-            .thread_name(|i| format!("colstats-{i}"))
-            .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Threads,
-                    None,
-                    format!("cannot start worker threads: {e}"),
-                )
-            })?;
-        Some(p)
-    } else {
-        None
-    };
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let done_bytes = AtomicU64::new(0);
@@ -235,7 +222,7 @@ pub fn run(job: &Job<'_>, plan: &Plan, progress: &ProgressFn<'_>) -> Result<Outp
         }
     };
     let workers = plan.in_flight.max(1);
-    match &pool {
+    match pool {
         Some(pool) => pool.scope(|s| (0..workers).for_each(|_| s.spawn(|_| worker()))),
         None => rayon::in_place_scope(|s| (0..workers).for_each(|_| s.spawn(|_| worker()))),
     }
