@@ -547,6 +547,17 @@ fn merge(a: MergeArgs) -> Result<(), String> {
             g.start, g.end
         );
     }
+    // Rows before the first state or after the last: perhaps wanted (`--rows` runs), perhaps
+    // a lost state; said either way.
+    let all = state.array_rows();
+    if let (Some(a), Some(b)) = (state.rows().first(), state.rows().last()) {
+        if a.start > 0 || b.end < all {
+            eprintln!(
+                "warning: the states cover rows {}:{} of the array's {all}",
+                a.start, b.end
+            );
+        }
+    }
     let summary = match &a.stats {
         // Every state holds the same accumulators: the first one names them.
         Some(s) => state

@@ -540,6 +540,8 @@ impl Request {
             &pick(&red.accs),
         );
         summary.dataset = o.dataset.clone();
+        // The first input read (keep-going may have left the first given out).
+        summary.path = inputs.sources[0].meta.path.clone();
         summary.inputs = inputs.sources.iter().map(|s| s.meta.path.clone()).collect();
         if self.per_input {
             let empty = vec![Acc::EMPTY; o.sel.len()];
@@ -634,10 +636,12 @@ impl Request {
         for (i, &again) in reuse.iter().enumerate() {
             let owned = owned_rows(inputs, i, &o.rows);
             let path = state_path(dir, i, &inputs.sources[i].meta.path);
+            // Checked in the first loop (inputs included); only that it is still the same
+            // state is checked again.
             let kept = if again {
                 State::load(&path)
                     .ok()
-                    .filter(|st| reusable(st, o, i, &owned, self).unwrap_or(false))
+                    .filter(|st| st.job == o.job && st.rows == owned_ranges(&owned))
             } else {
                 None
             };
@@ -768,6 +772,15 @@ fn owned_rows(inputs: &source::Inputs, i: usize, rows: &Range<u64>) -> Range<u64
         a..b
     } else {
         0..0
+    }
+}
+
+/// A state's rows for a reduction over `r`.
+fn owned_ranges(r: &Range<u64>) -> Vec<Range<u64>> {
+    if r.is_empty() {
+        Vec::new()
+    } else {
+        vec![r.clone()]
     }
 }
 

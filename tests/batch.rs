@@ -1222,3 +1222,210 @@ fn version_1_states_still_merge() {
         want
     );
 }
+
+/// What an independent review of the batch change found: each failed before its fix.
+mod review {
+    use super::*;
+
+    fn ok(out: std::process::Output) -> std::process::Output {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The payload's sections as (tag, body) and a frame around new ones (CRC included).
+    fn sections(bytes: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
+        let mut p = &bytes[24..bytes.len() - 4];
+        let mut out = Vec::new();
+        while !p.is_empty() {
+            let tag: [u8; 4] = p[..4].try_into().unwrap();
+            let n = u64::from_le_bytes(p[4..12].try_into().unwrap()) as usize;
+            out.push((tag, p[12..12 + n].to_vec()));
+            p = &p[12 + n..];
+        }
+        out
+    }
+
+    fn frame(secs: &[([u8; 4], Vec<u8>)]) -> Vec<u8> {
+        let mut p = Vec::new();
+        for (t, b) in secs {
+            p.extend_from_slice(t);
+            p.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            p.extend_from_slice(b);
+        }
+        let mut out = b"COLSTATE".to_vec();
+        out.extend_from_slice(&2u32.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(&p);
+        out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn crafted_states_are_clean_errors_never_huge_allocations_or_panics() {
+        let sp = split(3000, 2, 2, 61);
+        let st = Request::inputs(&sp.shards).run_state().unwrap();
+        let secs = sections(&st.to_bytes());
+        assert_eq!(
+            State::from_bytes(&frame(&secs)).unwrap(),
+            st,
+            "the frame is right"
+        );
+        // An accumulator layout of no fields (would decode any node count into accumulators).
+        let mut s2 = secs.clone();
+        for (t, b) in s2.iter_mut() {
+            if t == b"ACCL" {
+                *b = 0u32.to_le_bytes().to_vec();
+            }
+        }
+        let e = State::from_bytes(&frame(&s2)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::State, "{e}");
+        // Statistics whose accumulators the state says it lacks.
+        let mut s3 = secs.clone();
+        for (t, b) in s3.iter_mut() {
+            if t == b"RUNP" {
+                b[9..13].copy_from_slice(&0u32.to_le_bytes());
+            }
+        }
+        let e = State::from_bytes(&frame(&s3)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::State, "{e}");
+        // An unknown critical section is refused; an unknown optional one is skipped.
+        let mut s4 = secs.clone();
+        s4.push((*b"ZZZZ", vec![1, 2, 3]));
+        assert!(State::from_bytes(&frame(&s4))
+            .unwrap_err()
+            .to_string()
+            .contains("newer"));
+        let mut s5 = secs.clone();
+        s5.push((*b"zzzz", vec![1, 2, 3]));
+        assert_eq!(State::from_bytes(&frame(&s5)).unwrap(), st);
+    }
+
+    #[test]
+    fn a_batch_over_later_rows_merges_after_the_rows_before_it() {
+        let sp = split(20_000, 2, 5, 62);
+        let dir = sp.whole.parent().unwrap();
+        let shards: Vec<&str> = sp.shards.iter().map(|p| s(p)).collect();
+        let (a, b) = (dir.join("a.cstate"), dir.join("b.cstate"));
+        let mut x = vec![
+            "stats",
+            "--rows",
+            "0:8192",
+            "-o",
+            "/dev/null",
+            "--save-state",
+            s(&a),
+        ];
+        x.extend(&shards);
+        ok(cli(&x));
+        let sd = dir.join("later.d");
+        let mut y = vec![
+            "stats",
+            "--rows",
+            "8192:",
+            "-o",
+            "/dev/null",
+            "--save-state",
+            s(&b),
+            "--state-dir",
+            s(&sd),
+        ];
+        y.extend(&shards);
+        ok(cli(&y));
+        let mut whole = vec!["stats", "--format", "json"];
+        whole.extend(&shards);
+        let want = ok(cli(&whole)).stdout;
+        assert_eq!(
+            ok(cli(&["merge", "--format", "json", s(&b), s(&a)])).stdout,
+            want
+        );
+    }
+
+    #[test]
+    fn merging_many_states_without_rows_keeps_their_row_order() {
+        // Shards shorter than a leaf: most batch states own no rows.
+        let sp = split(30_000, 2, 60, 63);
+        let dir = sp.whole.parent().unwrap();
+        let sd = dir.join("short.d");
+        let mut a = vec!["stats", "--format", "json", "--per-file"];
+        a.extend(sp.shards.iter().map(|p| s(p)));
+        let want = ok(cli(&a)).stdout;
+        a.extend(["--state-dir", s(&sd)]);
+        assert_eq!(ok(cli(&a)).stdout, want);
+        let pattern = format!("{}/*.cstate", sd.display());
+        let r = ok(cli(&["merge", "--format", "json", &pattern]));
+        assert_eq!(r.stdout, want);
+        assert!(
+            r.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        // A state lost at either end: said, not silent.
+        let files = state_files(&sd);
+        std::fs::remove_file(&files[0]).unwrap();
+        let r = ok(cli(&["merge", "--format", "json", &pattern]));
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.contains("cover rows") && err.contains("30000"), "{err}");
+    }
+
+    #[test]
+    fn a_version_1_state_of_a_mixed_job_merges_with_this_versions() {
+        let dir = fixture("states");
+        let tmp = tmpdir();
+        let b = tmp.path().join("m-1.cstate");
+        let run = |args: &[&str]| ok(bin().current_dir(&dir).args(args).output().unwrap()).stdout;
+        run(&[
+            "stats",
+            "v1m.npy",
+            "v1m.h5",
+            "--dataset",
+            "/x",
+            "--rows",
+            "512:",
+            "-o",
+            "/dev/null",
+            "--save-state",
+            s(&b),
+        ]);
+        // The same split by this version (0:512 is not leaf-aligned: not a plain run's bits).
+        let a = tmp.path().join("m-0.cstate");
+        run(&[
+            "stats",
+            "v1m.npy",
+            "v1m.h5",
+            "--dataset",
+            "/x",
+            "--rows",
+            "0:512",
+            "-o",
+            "/dev/null",
+            "--save-state",
+            s(&a),
+        ]);
+        let want = run(&["merge", s(&a), s(&b), "--format", "json"]);
+        assert_eq!(json(&want)["dataset"], "/x");
+        assert_eq!(
+            run(&["merge", "v1m-0.cstate", s(&b), "--format", "json"]),
+            want
+        );
+    }
+
+    #[test]
+    fn keep_going_does_not_let_empty_files_outvote_data() {
+        let dir = tmpdir();
+        let z = dir.path().join("z.npy");
+        write_npy(&z, "<f4", false, &[0, 3], &[]);
+        let b = dir.path().join("b.npy");
+        write_npy(&b, "<f8", false, &[4, 3], &f64_bytes(&[1.0; 12], false));
+        let r = cli(&["stats", "--keep-going", "--format", "json", s(&z), s(&b)]);
+        assert_eq!(r.status.code(), Some(3));
+        let j = json(&r.stdout);
+        assert_eq!(j["rows"], 4);
+        // The first input read names the result, not the skipped one.
+        assert_eq!(j["file"], s(&b));
+    }
+}

@@ -53,17 +53,17 @@ pub fn inputs_bytes(inputs: u64, each: u64, per_input_columns: Option<u64>) -> u
     each.saturating_add(inputs.saturating_mul(per))
 }
 
-/// The budget left for blocks once `book` bytes of the `inputs`' bookkeeping are counted;
-/// refused when they take more than three quarters of it. One input's is within the fixed
-/// allowance.
+/// The budget left for blocks once `book` bytes of the `inputs`' bookkeeping are counted
+/// (at least [`MIN_BUDGET`]); refused when they alone exceed it. One input's is within the
+/// fixed allowance.
 pub fn after_inputs(budget: u64, inputs: u64, book: u64) -> Result<u64, PlanError> {
     if inputs <= 1 {
         return Ok(budget);
     }
-    if book > budget / 4 * 3 {
+    if book > budget {
         return Err(PlanError(format!(
-            "the {inputs} inputs need about {} MiB of bookkeeping for the run, more than three \
-             quarters of the memory budget; raise {}",
+            "the {inputs} inputs need about {} MiB of bookkeeping for the run, more than the \
+             memory budget; raise {}",
             book.div_ceil(1 << 20),
             crate::error::opt::MEMORY
         )));

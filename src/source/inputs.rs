@@ -57,8 +57,8 @@ impl Inputs {
 
     /// [`Inputs::open`] that leaves out the inputs that fail to open or do not concatenate
     /// with the others, and returns them with their errors. The array is the one most inputs
-    /// agree on (dtype and shape after the first axis; on a tie, that of the earliest of
-    /// them), so one odd file, first or not, is the one left out.
+    /// with rows agree on (dtype and shape after the first axis; on a tie, that of the
+    /// earliest of them), so one odd file, first or not, is the one left out.
     pub fn open_lenient(
         paths: &[PathBuf],
         dataset: Option<&str>,
@@ -71,14 +71,17 @@ impl Inputs {
                 Err(e) => bad.push((k, p.clone(), e)),
             }
         }
-        // The kinds of array, by how many inputs hold each, in order of first appearance.
+        // The kinds of array, by how many inputs with rows hold each (empty placeholders do
+        // not vote unless every input is one), in order of first appearance.
         let key = |m: &ArrayMeta| (m.dtype.kind, m.dtype.size, m.shape[1..].to_vec());
-        let mut kinds: Vec<(_, usize, usize)> = Vec::new(); // (key, count, first input)
+        let any_rows = opened.iter().any(|(_, s)| s.meta.rows > 0);
+        let mut kinds: Vec<(_, usize, usize)> = Vec::new(); // (key, votes, first input)
         for (j, (_, s)) in opened.iter().enumerate() {
             let k = key(&s.meta);
+            let vote = usize::from(s.meta.rows > 0 || !any_rows);
             match kinds.iter_mut().find(|x| x.0 == k) {
-                Some(x) => x.1 += 1,
-                None => kinds.push((k, 1, j)),
+                Some(x) => x.1 += vote,
+                None => kinds.push((k, vote, j)),
             }
         }
         let best = kinds
@@ -87,9 +90,9 @@ impl Inputs {
             .max_by_key(|(i, x)| (x.1, std::cmp::Reverse(*i)))
             .map(|(_, x)| (x.0.clone(), x.1, x.2));
         let mut sources = Vec::with_capacity(opened.len());
-        if let Some((k, count, first)) = best {
+        if let Some((k, _, first)) = best {
             let model = opened[first].1.meta.clone();
-            let others = count - 1;
+            let others = opened.iter().filter(|(_, s)| key(&s.meta) == k).count() - 1;
             for (i, s) in opened {
                 if key(&s.meta) == k {
                     sources.push(s);

@@ -384,27 +384,39 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State> {
     Ok(s)
 }
 
-/// The row ranges a state covers, without decoding its accumulators (for ordering a merge
-/// of many files); the file is checked as [`decode`] checks it, but for its fields.
-pub(super) fn rows_of(bytes: &[u8]) -> Result<Vec<std::ops::Range<u64>>> {
+/// The row ranges a state covers and the first row of the first input it names, without
+/// decoding its accumulators (for ordering a merge of many files); the file is checked as
+/// [`decode`] checks it, but for its fields.
+pub(super) fn rows_of(bytes: &[u8]) -> Result<(Vec<std::ops::Range<u64>>, u64)> {
     let (version, payload) = unframe(bytes)?;
     if version == 1 {
-        return decode(bytes).map(|s| s.rows);
+        return decode(bytes).map(|s| (s.rows, 0));
     }
     let mut r = Rd { b: payload };
+    let (mut rows, mut at) = (None, None);
     while !r.b.is_empty() {
         let t: [u8; 4] = r.take(4)?.try_into().expect("4 bytes");
         let n = r.u64()?;
         let n = r.count(n, 1)?;
-        let body = r.take(n)?;
+        let mut b = Rd { b: r.take(n)? };
         if t == tag::ROWS {
-            let mut b = Rd { b: body };
-            let rows = b.rows()?;
+            let v = b.rows()?;
             b.end()?;
-            return Ok(rows);
+            rows = Some(v);
+        } else if t == tag::INPUTS {
+            // The first input's index, then its identity: its first row.
+            at = Some(if b.u32()? == 0 {
+                0
+            } else {
+                let index = b.u64()?;
+                b.input(index)?.start
+            });
         }
     }
-    Err(bad("corrupt state: the section 'ROWS' is missing"))
+    match (rows, at) {
+        (Some(rows), Some(at)) => Ok((rows, at)),
+        _ => Err(bad("corrupt state: a required section is missing")),
+    }
 }
 
 /// Checks the frame (signature, version, flags, length, checksum) and returns the version
@@ -617,6 +629,13 @@ fn parse_v2(payload: &[u8]) -> Result<State> {
         layout.push(id);
     }
     r.end()?;
+    // Every field this version knows: what a future writer leaves out, this reader cannot
+    // make up (and an empty layout would let a tiny file decode into huge accumulators).
+    if let Some((id, _)) = FIELDS.iter().find(|(f, _)| !layout.contains(f)) {
+        return Err(bad(format!(
+            "the state's accumulators lack field number {id}, which this colstats needs"
+        )));
+    }
     let acc_bytes: usize = layout
         .iter()
         .map(|id| FIELDS.iter().find(|(f, _)| f == id).expect("known").1)
@@ -765,6 +784,9 @@ fn parse_v1(r: &mut Rd<'_>) -> Result<State> {
             .iter()
             .map(|i| (i.path.as_path(), i.start, i.rows, i.dataset.as_deref())),
     );
+    // Version 1 recorded the first input's dataset (none for a `.npy` one); this version
+    // records the HDF5 inputs'.
+    let dataset = inputs.iter().find_map(|i| i.dataset.clone()).or(dataset);
     // Version 1 listed every input: a full list must add up to the array.
     let total = inputs
         .iter()
@@ -847,6 +869,10 @@ fn validate(s: &State) -> Result<()> {
     if s.stats.is_empty() {
         return fail("no statistics");
     }
+    let needs = crate::stats::needs(&s.stats);
+    if (needs.moments && !s.need.moments) || (needs.minmax && !s.need.minmax) {
+        return fail("statistics without the accumulators they need");
+    }
     if s.rows.iter().any(|r| r.start >= r.end || r.end > nrows)
         || s.rows.windows(2).any(|w| w[0].end > w[1].start)
     {
@@ -855,7 +881,8 @@ fn validate(s: &State) -> Result<()> {
     let mut at = 0;
     if let Some(h) = &s.head {
         let first = s.rows.first();
-        if h.rows.start >= h.rows.end
+        if h.rows.start != 0
+            || h.rows.start >= h.rows.end
             || h.rows.end > nrows
             || first.is_none_or(|r| r.start != h.rows.start || r.end < h.rows.end)
             || h.accs.len() != s.columns.len()

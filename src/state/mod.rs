@@ -234,6 +234,11 @@ impl State {
         &self.inputs
     }
 
+    /// Rows of the whole array (every input of the job).
+    pub fn array_rows(&self) -> u64 {
+        self.shape[0]
+    }
+
     /// How many inputs the job has.
     pub fn input_count(&self) -> u64 {
         self.job.inputs
@@ -342,37 +347,51 @@ impl State {
                 _ => joined.push(r),
             }
         }
-        let mut domains = std::mem::take(&mut self.domains);
+        // Everything that can refuse is checked before anything changes.
         for d in &other.domains {
             let overlaps = |x: &DomainNodes| x.rows.start < d.rows.end && d.rows.start < x.rows.end;
-            if domains.iter().any(|x| overlaps(x) && x.rows != d.rows) {
-                self.domains = domains;
+            if self.domains.iter().any(|x| overlaps(x) && x.rows != d.rows) {
                 return differ("input layouts");
             }
-            match domains.iter_mut().find(|x| x.rows == d.rows) {
-                Some(x) if x.leaf_rows == d.leaf_rows => {
+            if self
+                .domains
+                .iter()
+                .any(|x| x.rows == d.rows && x.leaf_rows != d.leaf_rows)
+            {
+                return differ("leaf sizes");
+            }
+        }
+        if let (Some(mine), Some(theirs)) = (&self.per_input, &other.per_input) {
+            for t in theirs {
+                if let Ok(k) = mine.binary_search_by_key(&t.input, |m| m.input) {
+                    let m = &mine[k];
+                    if m.tree.rows != t.tree.rows || m.tree.leaf_rows != t.tree.leaf_rows {
+                        return differ("input layouts");
+                    }
+                }
+            }
+        }
+        for d in &other.domains {
+            match self.domains.iter_mut().find(|x| x.rows == d.rows) {
+                Some(x) => {
                     x.nodes.extend(d.nodes.iter().cloned());
                     x.nodes.sort_by_key(|n| n.first_leaf);
                 }
-                Some(_) => {
-                    self.domains = domains;
-                    return differ("leaf sizes");
+                None => {
+                    let at = self
+                        .domains
+                        .partition_point(|x| x.rows.start < d.rows.start);
+                    self.domains.insert(at, d.clone());
                 }
-                None => domains.push(d.clone()),
             }
         }
-        domains.sort_by_key(|d| d.rows.start);
-        self.domains = domains;
         if let (Some(mine), Some(theirs)) = (&mut self.per_input, &other.per_input) {
             for t in theirs {
                 match mine.binary_search_by_key(&t.input, |m| m.input) {
                     Ok(k) => {
-                        let m = &mut mine[k];
-                        if m.tree.rows != t.tree.rows || m.tree.leaf_rows != t.tree.leaf_rows {
-                            return differ("input layouts");
-                        }
-                        m.tree.nodes.extend(t.tree.nodes.iter().cloned());
-                        m.tree.nodes.sort_by_key(|n| n.first_leaf);
+                        let m = &mut mine[k].tree.nodes;
+                        m.extend(t.tree.nodes.iter().cloned());
+                        m.sort_by_key(|n| n.first_leaf);
                     }
                     Err(k) => mine.insert(k, t.clone()),
                 }
@@ -385,12 +404,9 @@ impl State {
         self.inputs.truncate(from);
         self.inputs.extend(tail);
         // Compact what this merge touched.
-        let touched: Vec<Range<u64>> = other.domains.iter().map(|d| d.rows.clone()).collect();
+        let touched: Vec<u64> = other.domains.iter().map(|d| d.rows.start).collect();
         let touched_inputs: Vec<u64> = other.per_input.iter().flatten().map(|t| t.input).collect();
-        self.compact_where(
-            |d| touched.contains(&d.rows),
-            |i| touched_inputs.contains(&i),
-        );
+        self.compact_some(Some(&touched), Some(&touched_inputs));
         Ok(())
     }
 
@@ -399,41 +415,57 @@ impl State {
     /// one node: the same results from fewer bytes (a state over a contiguous range keeps
     /// at most about two nodes per tree level).
     pub fn compact(&mut self) {
-        self.compact_where(|_| true, |_| true);
+        self.compact_some(None, None);
     }
 
-    fn compact_where(
-        &mut self,
-        domain: impl Fn(&DomainNodes) -> bool,
-        input: impl Fn(u64) -> bool,
-    ) {
-        let mut domains = std::mem::take(&mut self.domains);
-        for d in domains.iter_mut().filter(|d| domain(d)) {
-            let complete = self.covers(&d.rows);
-            compact_tree(d, complete);
+    /// Compacts the trees of the domains starting at `domains` and of the inputs `inputs`
+    /// (`None`: all of them), found by binary search so that a merge costs what it touches.
+    fn compact_some(&mut self, domains: Option<&[u64]>, inputs: Option<&[u64]>) {
+        let mut doms = std::mem::take(&mut self.domains);
+        let picked: Vec<usize> = match domains {
+            None => (0..doms.len()).collect(),
+            Some(starts) => starts
+                .iter()
+                .filter_map(|s| doms.binary_search_by_key(s, |d| d.rows.start).ok())
+                .collect(),
+        };
+        for k in picked {
+            let complete = self.covers(&doms[k].rows);
+            compact_tree(&mut doms[k], complete);
         }
-        self.domains = domains;
+        self.domains = doms;
         let mut per = self.per_input.take();
-        for p in per.iter_mut().flatten().filter(|p| input(p.input)) {
-            let complete = match self.inputs.binary_search_by_key(&p.input, |i| i.index) {
-                Ok(k) => {
-                    let id = &self.inputs[k];
-                    self.covers(&(id.start..id.start + id.rows))
-                }
-                Err(_) => false,
+        if let Some(per) = per.as_mut() {
+            let picked: Vec<usize> = match inputs {
+                None => (0..per.len()).collect(),
+                Some(ids) => ids
+                    .iter()
+                    .filter_map(|i| per.binary_search_by_key(i, |p| p.input).ok())
+                    .collect(),
             };
-            compact_tree(&mut p.tree, complete);
+            for k in picked {
+                let p = &mut per[k];
+                let complete = match self.inputs.binary_search_by_key(&p.input, |i| i.index) {
+                    Ok(j) => {
+                        let id = &self.inputs[j];
+                        self.covers(&(id.start..id.start + id.rows))
+                    }
+                    Err(_) => false,
+                };
+                compact_tree(&mut p.tree, complete);
+            }
         }
         self.per_input = per;
     }
 
-    /// Folds the leading domains whose rows are all covered into the state's head, left to
-    /// right as [`State::fold`] does: for the state that holds the first rows of a merge in
-    /// row order (a batch's, rank 0's, `merge_files`'), which then stays one accumulator
-    /// per column however many domains (HDF5 shards) it has passed. Nothing before the
-    /// head's end can be merged into it afterwards.
+    /// Folds the leading domains whose rows are all covered, from row 0, into the state's
+    /// head, left to right as [`State::fold`] does: a state merged in row order from row 0
+    /// (a batch's, rank 0's, `merge_files`') then stays one accumulator per column however
+    /// many domains (HDF5 shards) it has passed.
     pub(crate) fn fold_head(&mut self) {
-        let Some(first) = self.rows.first().cloned() else {
+        // Only from row 0, before which nothing can come: a head that began later could not
+        // be merged after the rows before it (a left fold does not regroup).
+        let Some(first) = self.rows.first().cloned().filter(|r| r.start == 0) else {
             return;
         };
         let k = self
@@ -607,14 +639,16 @@ impl State {
             return Err(Error::new(ErrorKind::Request, None, "no state files"));
         }
         // The rows of every state, then the order to merge them in.
-        let mut index: Vec<(usize, Vec<Range<u64>>)> = Vec::with_capacity(paths.len());
+        let mut index: Vec<(usize, Vec<Range<u64>>, u64)> = Vec::with_capacity(paths.len());
         for (k, p) in paths.iter().enumerate() {
             let p = p.as_ref();
             let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-            index.push((k, codec::rows_of(&bytes).map_err(|e| e.with_path(p))?));
+            let (rows, at) = codec::rows_of(&bytes).map_err(|e| e.with_path(p))?;
+            index.push((k, rows, at));
         }
-        // Merge in row order, so that any order of the arguments gives the same bits.
-        index.sort_by_key(|(k, rows)| (rows.first().map_or(0, |r| r.start), *k));
+        // Merge in row order, so that any order of the arguments gives the same bits (a
+        // state without rows, of an empty input, where its first input lies).
+        index.sort_by_key(|(k, rows, at)| (rows.first().map_or(*at, |r| r.start), *k));
         let path_of = |j: usize| paths[index[j].0].as_ref();
         let mut merged = State::load(path_of(0))?;
         merged.fold_head();
