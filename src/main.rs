@@ -504,6 +504,11 @@ fn check_writable(path: &std::path::Path) -> Result<(), String> {
             path.display()
         ));
     }
+    // A device or a pipe is written in place when the time comes (opening a FIFO now would
+    // wait for its reader).
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Ok(());
+    }
     // A name of our own, so that the OS error alone is reported (no temporary name).
     let probe = dir.join(format!(".colstats-check-{}", std::process::id()));
     match std::fs::OpenOptions::new()

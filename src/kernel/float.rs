@@ -232,6 +232,8 @@ pub(super) fn fast_sweep<
     *a = st;
 }
 
+static PFD: std::sync::LazyLock<isize> = std::sync::LazyLock::new(|| std::env::var("PFD").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
+
 /// Largest accepted ratio of the squared deviations from the reference value to M2: beyond
 /// it the single-pass M2 would lose more than a few bits to cancellation.
 pub(super) const MAX_CANCEL: f64 = 16.0;
@@ -306,7 +308,7 @@ pub(super) fn fast_tile<
         sub.runs(shape, L::SIZE, widths, &mut runs);
         // Each row of the sweep asks for the same lanes of the next chunk: spread through
         // the arithmetic, the requests do not queue up behind each other.
-        let pf = ahead.map_or(0, |n| n.delta(shape, L::SIZE, (t.r0 + r, t.c0)));
+        let pf = ahead.map_or(*PFD, |n| n.delta(shape, L::SIZE, (t.r0 + r, t.c0)));
         for run in &runs {
             let &(j, m, off, step, count) = run;
             macro_rules! sweep {

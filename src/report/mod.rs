@@ -449,6 +449,14 @@ fn os_error(e: std::io::Error) -> std::io::Error {
 /// after may leave the file missing or its content lost (fine for what a checksum guards
 /// and can be computed again: a batch's states).
 pub fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    // A device or a pipe (`-o /dev/null`, `-o /dev/stdout`, a FIFO) is written as it is: a
+    // rename would replace it with a regular file (as root, /dev/null itself).
+    if let Ok(md) = std::fs::metadata(path) {
+        if !md.is_file() && !md.is_dir() {
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            return f.write_all(bytes);
+        }
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
