@@ -265,6 +265,9 @@ impl Request {
         if self.stats.is_empty() {
             return Err(Error::request(&self.path, "no statistics requested"));
         }
+        if let Err(m) = kernel::simd_choice() {
+            return Err(Error::new(ErrorKind::Request, None, m));
+        }
         if let Some(e) = plan::budget_floor(self.memory) {
             return Err(budget_error(&self.path, e));
         }

@@ -1438,10 +1438,20 @@ fn output_to_a_device_writes_to_it_and_leaves_it_a_device() {
     let dir = tmpdir();
     let a = dir.path().join("a.npy");
     write_npy(&a, "<f8", false, &[3, 2], &f64_bytes(&[1.0; 6], false));
-    let r = cli(&["stats", s(&a), "-o", "/dev/null", "--save-state", "/dev/null"]);
+    let r = cli(&[
+        "stats",
+        s(&a),
+        "-o",
+        "/dev/null",
+        "--save-state",
+        "/dev/null",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let m = std::fs::metadata("/dev/null").unwrap();
-    assert!(m.file_type().is_char_device(), "/dev/null is no longer a device");
+    assert!(
+        m.file_type().is_char_device(),
+        "/dev/null is no longer a device"
+    );
     let r = cli(&["stats", s(&a), "--format", "json", "-o", "/dev/stdout"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(json(&r.stdout)["rows"], 3);

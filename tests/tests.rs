@@ -14,3 +14,4 @@ mod hdf5_fixtures;
 mod hdf5_generated;
 mod partials;
 mod properties;
+mod simd;

@@ -213,7 +213,9 @@ pub(super) fn fast_sweep<
                 let bb = add::<FMA>(t, -st.s[i], one);
                 let e1 = st.s[i] - (t - bb);
                 let e2 = add::<FMA>(y, -bb, one);
-                st.c[i] = add::<FMA>(e1, st.c[i] + e2, one);
+                // The error joins the compensation in one addition: the loop-carried chain
+                // through `c` is one add long, not two.
+                st.c[i] += add::<FMA>(e1, e2, one);
             }
             st.s[i] = t;
             // NaN compares false, so it never replaces a bound.
@@ -221,18 +223,14 @@ pub(super) fn fast_sweep<
             st.hi[i] = if x > st.hi[i] { x } else { st.hi[i] };
             if MO {
                 let d = if ok { x - k[i] } else { 0.0 };
-                st.q[i] = if FMA {
-                    d.mul_add(d, st.q[i])
-                } else {
-                    st.q[i] + d * d
-                };
+                // The square rounded, then added: no fused multiply-add, so every build gives
+                // the same bits.
+                st.q[i] += d * d;
             }
         }
     }
     *a = st;
 }
-
-static PFD: std::sync::LazyLock<isize> = std::sync::LazyLock::new(|| std::env::var("PFD").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
 
 /// Largest accepted ratio of the squared deviations from the reference value to M2: beyond
 /// it the single-pass M2 would lose more than a few bits to cancellation.
@@ -308,7 +306,7 @@ pub(super) fn fast_tile<
         sub.runs(shape, L::SIZE, widths, &mut runs);
         // Each row of the sweep asks for the same lanes of the next chunk: spread through
         // the arithmetic, the requests do not queue up behind each other.
-        let pf = ahead.map_or(*PFD, |n| n.delta(shape, L::SIZE, (t.r0 + r, t.c0)));
+        let pf = ahead.map_or(0, |n| n.delta(shape, L::SIZE, (t.r0 + r, t.c0)));
         for run in &runs {
             let &(j, m, off, step, count) = run;
             macro_rules! sweep {
