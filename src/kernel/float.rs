@@ -205,9 +205,12 @@ pub(super) fn fast_sweep<
             let y = if ok { x } else { 0.0 };
             let t = st.s[i] + y;
             if EXACT {
-                // No compensation: the tile is checked afterwards to have needed none.
-                let key = L::key(&e[i * L::SIZE..(i + 1) * L::SIZE]);
-                st.key[i] = st.key[i].min(key);
+                // No compensation: the tile is checked afterwards to have needed none (from
+                // the smallest magnitude seen, unless the type has a unit of its own).
+                if L::UNIT.is_none() {
+                    let key = L::key(&e[i * L::SIZE..(i + 1) * L::SIZE]);
+                    st.key[i] = st.key[i].min(key);
+                }
             } else if MO {
                 // Knuth's two-sum: the rounding error of each addition is kept.
                 let bb = add::<FMA>(t, -st.s[i], one);
@@ -369,7 +372,7 @@ pub(super) fn fast_tile<
                 // Every partial sum of the lane was exact if it stayed below 2^53 units of
                 // the lane's smallest magnitude (a lane holds every k-th row).
                 let big = lanes.d[j].abs().max(lanes.e[j].abs());
-                let unit = L::unit(lanes.b[j] as u32);
+                let unit = L::UNIT.unwrap_or_else(|| L::unit(lanes.b[j] as u32));
                 // (Leftover rows of an incomplete group all go to the first w lanes.)
                 let count = (t.rows / t.k + t.rows % t.k) as f64;
                 if lanes.d[j] <= lanes.e[j] && count * big >= unit * 9007199254740992.0 {
@@ -570,7 +573,18 @@ pub(super) fn two_pass_tile<L: FloatLoad>(
         ..need
     };
     let mut runs = Vec::new();
-    t.runs(shape, L::SIZE, &[N / 2], &mut runs);
+    // Counts alone (`--stats count,nan_count`) keep one accumulator a lane: 16 at a time.
+    let counts_only = !bounds.moments && !bounds.minmax;
+    t.runs(
+        shape,
+        L::SIZE,
+        if counts_only {
+            &[2 * N, N / 2]
+        } else {
+            &[N / 2]
+        },
+        &mut runs,
+    );
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
@@ -589,7 +603,9 @@ pub(super) fn two_pass_tile<L: FloatLoad>(
                 store(&mut lanes.e, j, &a.hi);
             }};
         }
-        if m == N / 2 {
+        if m == 2 * N {
+            sweep!(16)
+        } else if m == N / 2 {
             sweep!(4)
         } else {
             sweep!(1)

@@ -95,7 +95,7 @@ pub(super) fn i2_sweep<L: IntLoad, const M: usize>(
 }
 
 #[inline(always)]
-pub(super) fn run_i<L: IntLoad, const FMA: bool>(
+pub(super) fn run_i<L: IntLoad, const R: usize, const FMA: bool>(
     data: &[u8],
     shape: Shape,
     need: Need,
@@ -115,7 +115,7 @@ pub(super) fn run_i<L: IntLoad, const FMA: bool>(
         while c0 < shape.width {
             let w = tw.min(shape.width - c0);
             let t = Tile { r0, rows, c0, w, k };
-            int_tile::<L, FMA>(
+            int_tile::<L, R, FMA>(
                 data,
                 shape,
                 t,
@@ -305,7 +305,7 @@ pub(super) fn small_int_tile<L: IntLoad, const FMA: bool>(
 }
 
 #[inline(always)]
-pub(super) fn int_tile<L: IntLoad, const FMA: bool>(
+pub(super) fn int_tile<L: IntLoad, const R: usize, const FMA: bool>(
     data: &[u8],
     shape: Shape,
     t: Tile,
@@ -320,6 +320,201 @@ pub(super) fn int_tile<L: IntLoad, const FMA: bool>(
         small_int_tile::<L, FMA>(data, shape, t, shift, lanes, out);
         return;
     }
+    let n = t.rows as u64;
+    if !need.moments && !need.minmax {
+        // Counts only: every element is a value.
+        for o in out.iter_mut() {
+            *o = Acc { n, ..Acc::EMPTY };
+        }
+        return;
+    }
+    if t.rows == 0 {
+        two_pass_int_tile::<L>(data, shape, t, need, shift, (lanes, fl, centres), out);
+        return;
+    }
+    let mut bad = vec![false; t.w];
+    let declined = one_pass_int_tile::<L, R>(
+        data,
+        shape,
+        t,
+        need,
+        shift,
+        (lanes, fl, centres),
+        &mut bad,
+        out,
+    );
+    if declined == 0 {
+        return;
+    }
+    // The columns done in one pass keep those bits whatever their neighbours needed.
+    let keep: Vec<(usize, Acc)> = (0..t.w).filter(|&c| !bad[c]).map(|c| (c, out[c])).collect();
+    two_pass_int_tile::<L>(data, shape, t, need, shift, (lanes, fl, centres), out);
+    for (c, a) in keep {
+        out[c] = a;
+    }
+}
+
+/// One-pass accumulators for 4- and 8-byte integers, `M` lanes: the exact sum in 32-bit
+/// halves, min, max, and squared deviations from the lane's reference value in f64.
+#[derive(Clone, Copy)]
+pub(super) struct W<const M: usize> {
+    pub(super) h: [i64; M],
+    pub(super) s: [i64; M],
+    pub(super) lo: [i64; M],
+    pub(super) hi: [i64; M],
+    pub(super) q: [f64; M],
+}
+
+#[inline(always)]
+pub(super) fn w_sweep<L: IntLoad, const M: usize, const MO: bool>(
+    data: &[u8],
+    (off0, step, count): (usize, usize, usize),
+    k: &[i64; M],
+    a: &mut W<M>,
+) {
+    let mut st = *a;
+    // 4-byte values and their references are exact in f64, and so is their difference.
+    let kf = k.map(|v| v as f64);
+    for g in 0..count {
+        let off = off0 + g * step;
+        let e = &data[off..off + M * L::SIZE];
+        for i in 0..M {
+            let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]);
+            if MO {
+                if L::SIZE == 8 {
+                    st.h[i] += x >> 32;
+                    st.s[i] += x & 0xffff_ffff;
+                } else {
+                    st.s[i] += x;
+                }
+                // Exact below 2^63 (checked from the bounds afterwards), then rounded once.
+                let d = if L::SIZE == 8 {
+                    x.wrapping_sub(k[i]) as f64
+                } else {
+                    L::dec_f64(&e[i * L::SIZE..(i + 1) * L::SIZE]) - kf[i]
+                };
+                st.q[i] += d * d;
+            }
+            st.lo[i] = if x < st.lo[i] { x } else { st.lo[i] };
+            st.hi[i] = if x > st.hi[i] { x } else { st.hi[i] };
+        }
+    }
+    *a = st;
+}
+
+/// Reduces a tile of 4- or 8-byte integers in one pass: exact sums, minima and maxima, and
+/// M2 as the squared deviations from each column's first value less the exact correction.
+/// A column whose deviations cancel too much (its first value far from its mean, as for
+/// floats) or could overflow is marked in `bad` for the two-pass path; returns how many.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn one_pass_int_tile<L: IntLoad, const R: usize>(
+    data: &[u8],
+    shape: Shape,
+    t: Tile,
+    need: Need,
+    shift: &[i64],
+    (lanes, fl, refs): IntScratch<'_>,
+    bad: &mut [bool],
+    out: &mut [Acc],
+) -> usize {
+    let (w, l) = (t.w, t.w * t.k);
+    for (c, k) in refs[..w].iter_mut().enumerate() {
+        let o = (t.r0 * shape.stride + t.c0 + c) * L::SIZE;
+        *k = L::dec(&data[o..o + L::SIZE]);
+    }
+    for j in w..l {
+        refs[j] = refs[j % w];
+    }
+    lanes.a[..l].fill(0);
+    lanes.b[..l].fill(0);
+    lanes.c[..l].fill(i64::MAX);
+    lanes.d[..l].fill(i64::MIN);
+    fl.a[..l].fill(0.0);
+    let mut runs = Vec::new();
+    t.runs(shape, L::SIZE, &[R, 4], &mut runs);
+    for &(j, m, off, step, count) in &runs {
+        macro_rules! sweep {
+            ($m:expr) => {{
+                let mut a = W::<{ $m }> {
+                    h: load(&lanes.a, j),
+                    s: load(&lanes.b, j),
+                    lo: load(&lanes.c, j),
+                    hi: load(&lanes.d, j),
+                    q: load(&fl.a, j),
+                };
+                let k: [i64; $m] = load(refs, j);
+                if need.moments {
+                    w_sweep::<L, { $m }, true>(data, (off, step, count), &k, &mut a);
+                } else {
+                    w_sweep::<L, { $m }, false>(data, (off, step, count), &k, &mut a);
+                }
+                store(&mut lanes.a, j, &a.h);
+                store(&mut lanes.b, j, &a.s);
+                store(&mut lanes.c, j, &a.lo);
+                store(&mut lanes.d, j, &a.hi);
+                store(&mut fl.a, j, &a.q);
+            }};
+        }
+        if m == R {
+            sweep!(R)
+        } else if m == 4 {
+            sweep!(4)
+        } else {
+            sweep!(1)
+        }
+    }
+    let n = t.rows as i128;
+    let nf = t.rows as f64;
+    let mut declined = 0;
+    for (c, o) in out.iter_mut().enumerate() {
+        let (mut s, mut q) = (0i128, 0.0f64);
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for j in (c..l).step_by(w) {
+            s += ((lanes.a[j] as i128) << 32) + lanes.b[j] as i128;
+            q += fl.a[j];
+            lo = lo.min(lanes.c[j]);
+            hi = hi.max(lanes.d[j]);
+        }
+        *o = Acc {
+            n: n as u64,
+            nan: 0,
+            isum: s + L::OFFSET * n,
+            imin: lo as i128 + L::OFFSET,
+            imax: hi as i128 + L::OFFSET,
+            ..Acc::EMPTY
+        };
+        bad[c] = false;
+        if !need.moments {
+            continue;
+        }
+        let k = refs[c] as i128;
+        let fits = hi as i128 - k <= i64::MAX as i128 && k - lo as i128 <= i64::MAX as i128;
+        let d = (s - n * k) as f64;
+        let m2 = q - d * (d / nf);
+        if !fits || m2 * MAX_CANCEL < q {
+            bad[c] = true;
+            declined += 1;
+            continue;
+        }
+        o.mean = (s - n * shift[c] as i128) as f64 / nf;
+        o.m2 = m2.max(0.0);
+    }
+    declined
+}
+
+/// The two-pass tile for 4- and 8-byte integers: sums and bounds, then deviations from each
+/// column's leaf mean.
+#[inline(always)]
+pub(super) fn two_pass_int_tile<L: IntLoad>(
+    data: &[u8],
+    shape: Shape,
+    t: Tile,
+    need: Need,
+    shift: &[i64],
+    (lanes, fl, centres): IntScratch<'_>,
+    out: &mut [Acc],
+) {
     let (w, l) = (t.w, t.w * t.k);
     lanes.a[..l].fill(0);
     lanes.b[..l].fill(0);

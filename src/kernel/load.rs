@@ -20,6 +20,9 @@ pub trait FloatLoad: Send + Sync + 'static {
     fn unit(_key: u32) -> f64 {
         f64::INFINITY
     }
+    /// A unit every value of the type is a whole multiple of, when there is one (float16:
+    /// 2^-24): sums are then proved exact without looking at the values' magnitudes.
+    const UNIT: Option<f64> = None;
 }
 
 /// Decodes one integer or bool element from exactly `SIZE` bytes.
@@ -61,11 +64,17 @@ float_load!(F64Be, 8, u64, from_be_bytes, |v| f64::from_bits(v));
 /// `$bias`, so a value with exponent field E is a multiple of 2^(max(E, 1) - bias - mant).
 macro_rules! narrow_load {
     ($name:ident, $size:expr, $bits:ty, $from:ident, $abs:expr, $mant:expr, $bias:expr, |$v:ident| $conv:expr) => {
+        narrow_load!($name, $size, $bits, $from, $abs, $mant, $bias, None, |$v| {
+            $conv
+        });
+    };
+    ($name:ident, $size:expr, $bits:ty, $from:ident, $abs:expr, $mant:expr, $bias:expr, $unit:expr, |$v:ident| $conv:expr) => {
         /// Float decoder.
         pub struct $name;
         impl FloatLoad for $name {
             const SIZE: usize = $size;
             const NARROW: bool = true;
+            const UNIT: Option<f64> = $unit;
             #[inline(always)]
             fn dec(b: &[u8]) -> f64 {
                 let $v = <$bits>::$from(b.try_into().unwrap());
@@ -114,6 +123,7 @@ narrow_load!(
     0x7fff,
     10,
     15,
+    Some(F16_UNIT),
     |v| f16_to_f64(v)
 );
 narrow_load!(
@@ -124,8 +134,13 @@ narrow_load!(
     0x7fff,
     10,
     15,
+    Some(F16_UNIT),
     |v| f16_to_f64(v)
 );
+
+/// Every finite float16 is a whole multiple of its smallest subnormal, 2^-24, and below 2^16:
+/// a sum of up to 2^13 of them is exact in f64.
+pub const F16_UNIT: f64 = 1.0 / 16777216.0;
 
 /// IEEE half to f64, exactly, without branches (so it vectorises): the exponent and mantissa
 /// bits moved into an f32 and scaled by 2^112 handle normal and subnormal values; infinities

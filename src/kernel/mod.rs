@@ -208,7 +208,7 @@ pub enum Simd {
     Portable,
     /// AVX2 and FMA (x86-64).
     Avx2,
-    /// AVX-512 F, VL, BW with AVX2 and FMA (x86-64).
+    /// AVX-512 F, VL, BW, DQ with AVX2 and FMA (x86-64).
     Avx512,
 }
 
@@ -308,7 +308,7 @@ unsafe fn reduce_avx2(
 /// time. Results are the same bits as the other builds: lanes and their order do not depend
 /// on the instruction set, only how many are swept together.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 unsafe fn reduce_avx512(
     data: &[u8],
     dtype: DType,
@@ -332,7 +332,7 @@ fn reduce_any<const R: usize, const FMA: bool>(
     dispatch!(
         dtype,
         |F| run_f::<F, R, FMA>(data, shape, need, &shift.float),
-        |I| run_i::<I, FMA>(data, shape, need, &shift.int)
+        |I| run_i::<I, R, FMA>(data, shape, need, &shift.int)
     )
 }
 
