@@ -12,6 +12,11 @@ cargo test --doc 2>&1 | tee -a "$log"
 # MPI: the same binary built with the `mpi` feature, run under mpirun -n 1..4.
 cargo test --release --features mpi --test mpi 2>&1 | tee -a "$log"
 ./scripts/dependent_check.sh
+# The portable kernel (what an aarch64 node runs) keeps compiling for aarch64 (about 75 s).
+if command -v rustup >/dev/null; then
+    rustup target add aarch64-unknown-linux-gnu
+    cargo check --target aarch64-unknown-linux-gnu --no-default-features --features cli
+fi
 cargo bench --bench e2e -- --quick
 cargo bench --bench batch -- --quick
 passed=$(grep -E '^test result:' "$log" | awk '{s += $4} END {print s + 0}')
