@@ -1,5 +1,6 @@
-//! Integer and bool leaves: exact small-integer tiles (8- and 16-bit, `small_int_tile`),
-//! and the two-pass path for 4- and 8-byte integers (`int_tile`, `i1_sweep`, `i2_sweep`).
+//! Integer and bool leaves: exact small-integer tiles (8- and 16-bit, `small_int_tile`), one
+//! pass for 4- and 8-byte integers (`one_pass_int_tile`, `w_sweep`), and their two-pass
+//! fallback (`two_pass_int_tile`, `i1_sweep`, `i2_sweep`).
 
 use super::*;
 
@@ -10,6 +11,69 @@ pub(super) struct I1<const M: usize> {
     pub(super) s: [i64; M],
     pub(super) lo: [i64; M],
     pub(super) hi: [i64; M],
+}
+
+impl<const M: usize> I1<M> {
+    /// Lanes `j..j + M` of the integer lane state (`a` high sums or exact squares, `b` sums,
+    /// `c` minima, `d` maxima).
+    #[inline(always)]
+    fn load(lanes: &Lanes<i64>, j: usize) -> Self {
+        I1 {
+            h: load(&lanes.a, j),
+            s: load(&lanes.b, j),
+            lo: load(&lanes.c, j),
+            hi: load(&lanes.d, j),
+        }
+    }
+
+    #[inline(always)]
+    fn store(&self, lanes: &mut Lanes<i64>, j: usize) {
+        store(&mut lanes.a, j, &self.h);
+        store(&mut lanes.b, j, &self.s);
+        store(&mut lanes.c, j, &self.lo);
+        store(&mut lanes.d, j, &self.hi);
+    }
+
+    /// Adds `x` to lane `i`'s exact sum: 8-byte values in 32-bit halves, so i64 lanes cannot
+    /// overflow within a leaf.
+    #[inline(always)]
+    fn add(&mut self, i: usize, x: i64, wide: bool) {
+        if wide {
+            self.h[i] += x >> 32;
+            self.s[i] += x & 0xffff_ffff;
+        } else {
+            self.s[i] += x;
+        }
+    }
+
+    #[inline(always)]
+    fn bound(&mut self, i: usize, x: i64) {
+        self.lo[i] = if x < self.lo[i] { x } else { self.lo[i] };
+        self.hi[i] = if x > self.hi[i] { x } else { self.hi[i] };
+    }
+}
+
+/// Empties the first `l` lanes of the integer lane state (see [`I1::load`]).
+#[inline(always)]
+fn reset_lanes(lanes: &mut Lanes<i64>, l: usize) {
+    lanes.a[..l].fill(0);
+    lanes.b[..l].fill(0);
+    lanes.c[..l].fill(i64::MAX);
+    lanes.d[..l].fill(i64::MIN);
+}
+
+/// Column `c`'s exact sum (from 32-bit halves), minimum and maximum over its lanes `c, c + w,
+/// ...` below `l`.
+#[inline(always)]
+fn fold_wide(lanes: &Lanes<i64>, c: usize, w: usize, l: usize) -> (i128, i64, i64) {
+    let mut s = 0i128;
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for j in (c..l).step_by(w) {
+        s += ((lanes.a[j] as i128) << 32) + lanes.b[j] as i128;
+        lo = lo.min(lanes.c[j]);
+        hi = hi.max(lanes.d[j]);
+    }
+    (s, lo, hi)
 }
 
 #[inline(always)]
@@ -24,16 +88,9 @@ pub(super) fn i1_sweep<L: IntLoad, const M: usize, const MM: bool>(
         let e = &data[off..off + M * L::SIZE];
         for i in 0..M {
             let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]);
-            if L::SIZE == 8 {
-                // 32-bit halves, so i64 lanes cannot overflow within a leaf.
-                st.h[i] += x >> 32;
-                st.s[i] += x & 0xffff_ffff;
-            } else {
-                st.s[i] += x;
-            }
+            st.add(i, x, L::SIZE == 8);
             if MM {
-                st.lo[i] = if x < st.lo[i] { x } else { st.lo[i] };
-                st.hi[i] = if x > st.hi[i] { x } else { st.hi[i] };
+                st.bound(i, x);
             }
         }
     }
@@ -235,10 +292,7 @@ pub(super) fn small_int_tile<L: IntLoad, const FMA: bool>(
     out: &mut [Acc],
 ) {
     let (w, l) = (t.w, t.w * t.k);
-    lanes.a[..l].fill(0);
-    lanes.b[..l].fill(0);
-    lanes.c[..l].fill(i64::MAX);
-    lanes.d[..l].fill(i64::MIN);
+    reset_lanes(lanes, l);
     let mut runs = Vec::new();
     // As for floats, wide tiles go a chunk of rows at a time with the next one prefetched.
     let chunk = if t.is_wide() { INT_ROW_CHUNK } else { t.rows };
@@ -252,21 +306,13 @@ pub(super) fn small_int_tile<L: IntLoad, const FMA: bool>(
             }
             macro_rules! sweep {
                 ($m:expr) => {{
-                    let mut a = I1::<{ $m }> {
-                        h: load(&lanes.a, j),
-                        s: load(&lanes.b, j),
-                        lo: load(&lanes.c, j),
-                        hi: load(&lanes.d, j),
-                    };
+                    let mut a = I1::<{ $m }>::load(lanes, j);
                     if L::SIZE == 1 {
                         byte_sweep::<L, { $m }>(data, (off, step, count), &mut a);
                     } else {
                         small_sweep::<L, { $m }, FMA>(data, (off, step, count), &mut a);
                     }
-                    store(&mut lanes.a, j, &a.h);
-                    store(&mut lanes.b, j, &a.s);
-                    store(&mut lanes.c, j, &a.lo);
-                    store(&mut lanes.d, j, &a.hi);
+                    a.store(lanes, j);
                 }};
             }
             if m == 4 * LANES {
@@ -358,10 +404,7 @@ pub(super) fn int_tile<L: IntLoad, const R: usize, const FMA: bool>(
 /// halves, min, max, and squared deviations from the lane's reference value in f64.
 #[derive(Clone, Copy)]
 pub(super) struct W<const M: usize> {
-    pub(super) h: [i64; M],
-    pub(super) s: [i64; M],
-    pub(super) lo: [i64; M],
-    pub(super) hi: [i64; M],
+    pub(super) i: I1<M>,
     pub(super) q: [f64; M],
 }
 
@@ -381,12 +424,7 @@ pub(super) fn w_sweep<L: IntLoad, const M: usize, const MO: bool>(
         for i in 0..M {
             let x = L::dec(&e[i * L::SIZE..(i + 1) * L::SIZE]);
             if MO {
-                if L::SIZE == 8 {
-                    st.h[i] += x >> 32;
-                    st.s[i] += x & 0xffff_ffff;
-                } else {
-                    st.s[i] += x;
-                }
+                st.i.add(i, x, L::SIZE == 8);
                 // Exact below 2^63 (checked from the bounds afterwards), then rounded once.
                 let d = if L::SIZE == 8 {
                     x.wrapping_sub(k[i]) as f64
@@ -395,8 +433,7 @@ pub(super) fn w_sweep<L: IntLoad, const M: usize, const MO: bool>(
                 };
                 st.q[i] += d * d;
             }
-            st.lo[i] = if x < st.lo[i] { x } else { st.lo[i] };
-            st.hi[i] = if x > st.hi[i] { x } else { st.hi[i] };
+            st.i.bound(i, x);
         }
     }
     *a = st;
@@ -426,10 +463,7 @@ pub(super) fn one_pass_int_tile<L: IntLoad, const R: usize>(
     for j in w..l {
         refs[j] = refs[j % w];
     }
-    lanes.a[..l].fill(0);
-    lanes.b[..l].fill(0);
-    lanes.c[..l].fill(i64::MAX);
-    lanes.d[..l].fill(i64::MIN);
+    reset_lanes(lanes, l);
     fl.a[..l].fill(0.0);
     let mut runs = Vec::new();
     t.runs(shape, L::SIZE, &[R, 4], &mut runs);
@@ -437,10 +471,7 @@ pub(super) fn one_pass_int_tile<L: IntLoad, const R: usize>(
         macro_rules! sweep {
             ($m:expr) => {{
                 let mut a = W::<{ $m }> {
-                    h: load(&lanes.a, j),
-                    s: load(&lanes.b, j),
-                    lo: load(&lanes.c, j),
-                    hi: load(&lanes.d, j),
+                    i: I1::load(lanes, j),
                     q: load(&fl.a, j),
                 };
                 let k: [i64; $m] = load(refs, j);
@@ -449,10 +480,7 @@ pub(super) fn one_pass_int_tile<L: IntLoad, const R: usize>(
                 } else {
                     w_sweep::<L, { $m }, false>(data, (off, step, count), &k, &mut a);
                 }
-                store(&mut lanes.a, j, &a.h);
-                store(&mut lanes.b, j, &a.s);
-                store(&mut lanes.c, j, &a.lo);
-                store(&mut lanes.d, j, &a.hi);
+                a.i.store(lanes, j);
                 store(&mut fl.a, j, &a.q);
             }};
         }
@@ -468,14 +496,8 @@ pub(super) fn one_pass_int_tile<L: IntLoad, const R: usize>(
     let nf = t.rows as f64;
     let mut declined = 0;
     for (c, o) in out.iter_mut().enumerate() {
-        let (mut s, mut q) = (0i128, 0.0f64);
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for j in (c..l).step_by(w) {
-            s += ((lanes.a[j] as i128) << 32) + lanes.b[j] as i128;
-            q += fl.a[j];
-            lo = lo.min(lanes.c[j]);
-            hi = hi.max(lanes.d[j]);
-        }
+        let (s, lo, hi) = fold_wide(lanes, c, w, l);
+        let q = (c..l).step_by(w).fold(0.0f64, |q, j| q + fl.a[j]);
         *o = Acc {
             n: n as u64,
             nan: 0,
@@ -516,30 +538,19 @@ pub(super) fn two_pass_int_tile<L: IntLoad>(
     out: &mut [Acc],
 ) {
     let (w, l) = (t.w, t.w * t.k);
-    lanes.a[..l].fill(0);
-    lanes.b[..l].fill(0);
-    lanes.c[..l].fill(i64::MAX);
-    lanes.d[..l].fill(i64::MIN);
+    reset_lanes(lanes, l);
     let mut runs = Vec::new();
     t.runs(shape, L::SIZE, &[N], &mut runs);
     for &(j, m, off, step, count) in &runs {
         macro_rules! sweep {
             ($m:literal) => {{
-                let mut a = I1::<$m> {
-                    h: load(&lanes.a, j),
-                    s: load(&lanes.b, j),
-                    lo: load(&lanes.c, j),
-                    hi: load(&lanes.d, j),
-                };
+                let mut a = I1::<$m>::load(lanes, j);
                 if need.minmax {
                     i1_sweep::<L, $m, true>(data, (off, step, count), &mut a)
                 } else {
                     i1_sweep::<L, $m, false>(data, (off, step, count), &mut a)
                 }
-                store(&mut lanes.a, j, &a.h);
-                store(&mut lanes.b, j, &a.s);
-                store(&mut lanes.c, j, &a.lo);
-                store(&mut lanes.d, j, &a.hi);
+                a.store(lanes, j);
             }};
         }
         if m == N {
@@ -550,13 +561,7 @@ pub(super) fn two_pass_int_tile<L: IntLoad>(
     }
     let n = t.rows as u64;
     for (c, o) in out.iter_mut().enumerate() {
-        let mut s: i128 = 0;
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for j in (c..l).step_by(w) {
-            s += ((lanes.a[j] as i128) << 32) + lanes.b[j] as i128;
-            lo = lo.min(lanes.c[j]);
-            hi = hi.max(lanes.d[j]);
-        }
+        let (s, lo, hi) = fold_wide(lanes, c, w, l);
         // The centre: the leaf mean of the decoded values, rounded down to an integer.
         centres[c] = if n > 0 {
             s.div_euclid(n as i128) as i64

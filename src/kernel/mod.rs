@@ -236,6 +236,7 @@ impl Simd {
                 has!("avx512f")
                     && has!("avx512vl")
                     && has!("avx512bw")
+                    && has!("avx512dq")
                     && has!("avx2")
                     && has!("fma")
             }
