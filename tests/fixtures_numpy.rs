@@ -87,18 +87,13 @@ fn numpy_fixtures_match_exact_references() {
                 "4KiB",
             ][..],
         ] {
-            let out = bin()
-                .args(["stats", "--format", "json", "--progress", "never"])
-                .arg(&path)
-                .args(extra)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{name} {extra:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            outputs.push(out.stdout);
+            outputs.push(stdout_of(
+                bin()
+                    .args(["stats", "--format", "json", "--progress", "never"])
+                    .arg(&path)
+                    .args(extra),
+                &format!("{name} {extra:?}"),
+            ));
         }
         for o in &outputs[1..] {
             assert_eq!(

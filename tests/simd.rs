@@ -26,17 +26,10 @@ fn supported() -> Vec<&'static str> {
 }
 
 fn run(simd: &str, args: &[&str]) -> Vec<u8> {
-    let out = bin()
-        .env("COLSTATS_SIMD", simd)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{simd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    stdout_of(
+        bin().env("COLSTATS_SIMD", simd).args(args),
+        &format!("{simd} {args:?}"),
+    )
 }
 
 /// Arrays written for the kernel's paths: (name, descr, fortran, shape, bytes).

@@ -8,6 +8,18 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_colstats"))
 }
 
+/// Runs `cmd`, asserting success (the message names `what` and carries colstats' stderr), and
+/// returns its standard output.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Writes a version-1.0 `.npy` file with the given descr, order, shape and raw data bytes.
 pub fn write_npy(path: &Path, descr: &str, fortran: bool, shape: &[u64], data: &[u8]) {
     let shape_s = match shape {
@@ -150,19 +162,14 @@ pub fn dyadic(rows: usize, cols: usize, offset: i64, nan_permille: u64, seed: u6
 
 /// Runs `colstats stats --format json PATH EXTRA...`, asserting success, and parses the output.
 pub fn stats_json(path: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = bin()
-        .args(["stats", "--format", "json"])
-        .arg(path)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{} {extra:?}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        bin()
+            .args(["stats", "--format", "json"])
+            .arg(path)
+            .args(extra),
+        &format!("{} {extra:?}", path.display()),
     );
-    json(&out.stdout)
+    json(&out)
 }
 
 /// How the stats of two JSON outputs differ: each of `exact` must be equal, each
