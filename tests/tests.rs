@@ -14,4 +14,5 @@ mod hdf5_fixtures;
 mod hdf5_generated;
 mod partials;
 mod properties;
+mod shrink;
 mod simd;

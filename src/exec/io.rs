@@ -80,20 +80,22 @@ pub(super) fn prefetch(job: &Job<'_>, block: &Block) {
     }
 }
 
-pub(super) fn map_block(input: &Input<'_>, block: &Block) -> Result<(Mmap, usize)> {
+pub(super) fn map_block(input: &Input<'_>, block: &Block) -> Result<(GuardedMap, usize)> {
     map_span(input, block.offset, block.span, block.dense)
 }
 
 /// Maps `span` bytes at `offset` of an input's file (page-aligned around them): the map and
 /// where the first byte lies in it.
-fn map_span(input: &Input<'_>, offset: u64, span: u64, populate: bool) -> Result<(Mmap, usize)> {
+fn map_span(
+    input: &Input<'_>,
+    offset: u64,
+    span: u64,
+    populate: bool,
+) -> Result<(GuardedMap, usize)> {
     let path = &input.meta.path;
     let len_now = input.file.metadata().map_err(|e| Error::io(path, e))?.len();
     if offset + span > len_now {
-        return Err(Error::size(
-            path,
-            format!("the file shrank to {len_now} bytes while being read"),
-        ));
+        return Err(shrank(path, len_now));
     }
     let aligned = offset / PAGE * PAGE;
     let delta = (offset - aligned) as usize;
@@ -103,10 +105,26 @@ fn map_span(input: &Input<'_>, offset: u64, span: u64, populate: bool) -> Result
         opts.populate();
     }
     // SAFETY: the map is read-only and private to this call; the file is not written by
-    // colstats. Another process truncating it would raise SIGBUS (see the module docs).
+    // colstats. Another process truncating it makes its pages past the new end raise SIGBUS,
+    // which the guard turns into zeros and an error from `check_map` (see `guard`).
     let map = unsafe { opts.map(input.file) }.map_err(|e| Error::io(path, e))?;
     let _ = map.advise(Advice::Sequential);
-    Ok((map, delta))
+    Ok((GuardedMap::new(map), delta))
+}
+
+/// The error of an input whose file is now `len` bytes, shorter than its data.
+pub(super) fn shrank(path: &std::path::Path, len: u64) -> Error {
+    Error::size(
+        path,
+        format!("the file shrank to {len} bytes while being read (truncated by another process?)"),
+    )
+}
+
+/// After a mapped block was used: an error if any of its bytes were not the file's own
+/// (see `guard`), and its results must be thrown away.
+pub(super) fn check_map(input: &Input<'_>, map: &GuardedMap, needed: u64) -> Result<()> {
+    map.check(input.file, needed)
+        .map_err(|len| shrank(&input.meta.path, len))
 }
 
 /// Gathers a [`crate::plan::Role::Total`] block (one leaf whose rows lie in several
@@ -137,6 +155,7 @@ pub(super) fn gather_leaf(job: &Job<'_>, block: &Block, sc: &mut Scratch) -> Res
         let span = (((k - 1) * c + w) * s) as u64;
         let (map, delta) = map_span(input, offset, span, false)?;
         let src = &map[delta..];
+        let checked = offset + span;
         let at = (row - r0) as usize * stride * s;
         if w == c {
             sc.block[at..at + k * c * s].copy_from_slice(&src[..k * c * s]);
@@ -146,6 +165,8 @@ pub(super) fn gather_leaf(job: &Job<'_>, block: &Block, sc: &mut Scratch) -> Res
                 sc.block[d..d + w * s].copy_from_slice(&src[j * c * s..j * c * s + w * s]);
             }
         }
+        check_map(input, &map, checked)?;
+        drop(map);
         if input.meta.dtype.order != meta.dtype.order && s > 1 {
             for j in 0..k {
                 let d = at + j * stride * s;
@@ -214,8 +235,14 @@ pub(super) fn read_block(_job: &Job<'_>, _block: &Block, _sc: &mut Scratch) -> R
 /// Reads a dense block's span into `buf` with `pread` (`--io read`).
 pub(super) fn read_dense(input: &Input<'_>, block: &Block, buf: &mut Vec<u8>) -> Result<()> {
     buf.resize(block.span as usize, 0);
-    input
-        .file
-        .read_exact_at(buf, block.offset)
-        .map_err(|e| Error::io(&input.meta.path, e))
+    input.file.read_exact_at(buf, block.offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            shrank(
+                &input.meta.path,
+                input.file.metadata().map_or(0, |m| m.len()),
+            )
+        } else {
+            Error::io(&input.meta.path, e)
+        }
+    })
 }

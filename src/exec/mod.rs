@@ -7,9 +7,8 @@
 //! span is read, reduced and unmapped before the next, so at most `in_flight` blocks are
 //! mapped at once. Mapping is the fast path for this job (copies cost two thirds of the warm
 //! speed) but it carries one hazard no read call has: if another process truncates the file
-//! while it is being reduced, touching a vanished page raises SIGBUS and ends the process.
-//! colstats checks the file's length before each block to narrow that window; it does not
-//! try to survive a file that shrinks under it.
+//! while it is being reduced, touching a vanished page raises SIGBUS. The guard (`guard`)
+//! catches it: the input fails with an error of kind `Size`, the process goes on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -17,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use memmap2::{Advice, Mmap, MmapOptions};
+use memmap2::{Advice, MmapOptions};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::{self, Need};
@@ -26,7 +25,10 @@ use crate::moments::{fold_nodes, Acc, Node, Tree};
 use crate::plan::{Block, GroupKind, Plan, Role};
 use crate::source::{ArrayMeta, Storage};
 
+mod guard;
 mod io;
+
+use guard::GuardedMap;
 
 pub use io::IoMode;
 use io::*;
@@ -357,13 +359,15 @@ fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block, sc: &mut Scratch) -> 
     let dtype = input.meta.dtype;
     // Dense blocks can be read into a reused buffer instead (sparse column tiles would read
     // bytes they do not need).
-    let mapped;
-    let data: &[u8] = if job.read && block.dense {
+    let mapped = if job.read && block.dense {
         read_dense(input, block, &mut sc.block)?;
-        &sc.block
+        None
     } else {
-        mapped = map_block(input, block)?;
-        &mapped.0[mapped.1..]
+        Some(map_block(input, block)?)
+    };
+    let data: &[u8] = match &mapped {
+        Some((map, delta)) => &map[*delta..],
+        None => &sc.block,
     };
     let out = match &g.kind {
         GroupKind::Rows { cols } => {
@@ -382,5 +386,8 @@ fn reduce_block(job: &Job<'_>, plan: &Plan, block: &Block, sc: &mut Scratch) -> 
             out
         }
     };
+    if let Some((map, _)) = &mapped {
+        check_map(input, map, block.offset + block.span)?;
+    }
     Ok(out)
 }

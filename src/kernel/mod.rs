@@ -188,15 +188,15 @@ pub fn reduce(data: &[u8], dtype: DType, shape: Shape, need: Need, shift: &Shift
         ((shape.rows - 1) * shape.stride + shape.width) * dtype.size
     };
     assert!(data.len() >= need_len, "block data shorter than its shape");
-    match simd() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `simd` picks AVX-512 only when the CPU has the features it is compiled for.
-        Simd::Avx512 => unsafe { reduce_avx512(data, dtype, shape, need, shift) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, for AVX2 and FMA.
-        Simd::Avx2 => unsafe { reduce_avx2(data, dtype, shape, need, shift) },
-        _ => reduce_any::<8, false>(data, dtype, shape, need, shift),
-    }
+    let simd = simd();
+    // The dtype is chosen first and each (load type, instruction set) pair is its own
+    // function: one function holding every dtype's kernels inlined had a frame of over
+    // 2 MiB in an unoptimised build, more than a rayon worker's stack.
+    dispatch!(
+        dtype,
+        |F| float_kernel::<F>(simd, data, shape, need, &shift.float),
+        |I| int_kernel::<I>(simd, data, shape, need, &shift.int)
+    )
 }
 
 /// The instruction set the kernels run with. Every choice gives the same bits (lanes and the
@@ -291,18 +291,62 @@ fn simd() -> Simd {
     simd_choice().unwrap_or(Simd::Portable)
 }
 
+/// One float load type's kernel on the chosen instruction set.
+fn float_kernel<F: FloatLoad>(
+    simd: Simd,
+    data: &[u8],
+    shape: Shape,
+    need: Need,
+    shift: &[f64],
+) -> Vec<Acc> {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd` picks AVX-512 only when the CPU has the features it is compiled for.
+        Simd::Avx512 => unsafe { float_avx512::<F>(data, shape, need, shift) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2 and FMA.
+        Simd::Avx2 => unsafe { float_avx2::<F>(data, shape, need, shift) },
+        _ => run_f::<F, 8, false>(data, shape, need, shift),
+    }
+}
+
+/// One integer load type's kernel on the chosen instruction set.
+fn int_kernel<I: IntLoad>(
+    simd: Simd,
+    data: &[u8],
+    shape: Shape,
+    need: Need,
+    shift: &[i64],
+) -> Vec<Acc> {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `float_kernel`.
+        Simd::Avx512 => unsafe { int_avx512::<I>(data, shape, need, shift) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `float_kernel`.
+        Simd::Avx2 => unsafe { int_avx2::<I>(data, shape, need, shift) },
+        _ => run_i::<I, 8, false>(data, shape, need, shift),
+    }
+}
+
 /// The kernels compiled for AVX2: 4 f64 lanes per instruction instead of 2. The same bits
 /// as every other build.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn reduce_avx2(
+unsafe fn float_avx2<F: FloatLoad>(
     data: &[u8],
-    dtype: DType,
     shape: Shape,
     need: Need,
-    shift: &Shift,
+    shift: &[f64],
 ) -> Vec<Acc> {
-    reduce_any::<8, true>(data, dtype, shape, need, shift)
+    run_f::<F, 8, true>(data, shape, need, shift)
+}
+
+/// [`float_avx2`] for integers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn int_avx2<I: IntLoad>(data: &[u8], shape: Shape, need: Need, shift: &[i64]) -> Vec<Acc> {
+    run_i::<I, 8, true>(data, shape, need, shift)
 }
 
 /// The kernels compiled for AVX-512: the single-pass float sweep takes 16 or 48 lanes at a
@@ -310,31 +354,20 @@ unsafe fn reduce_avx2(
 /// on the instruction set, only how many are swept together.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn reduce_avx512(
+unsafe fn float_avx512<F: FloatLoad>(
     data: &[u8],
-    dtype: DType,
     shape: Shape,
     need: Need,
-    shift: &Shift,
+    shift: &[f64],
 ) -> Vec<Acc> {
-    reduce_any::<16, true>(data, dtype, shape, need, shift)
+    run_f::<F, 16, true>(data, shape, need, shift)
 }
 
-/// `R`: lanes the single-pass float sweep keeps in registers (8 or 16); `FMA`: the CPU has
-/// fused multiply-add.
-#[inline(always)]
-fn reduce_any<const R: usize, const FMA: bool>(
-    data: &[u8],
-    dtype: DType,
-    shape: Shape,
-    need: Need,
-    shift: &Shift,
-) -> Vec<Acc> {
-    dispatch!(
-        dtype,
-        |F| run_f::<F, R, FMA>(data, shape, need, &shift.float),
-        |I| run_i::<I, R, FMA>(data, shape, need, &shift.int)
-    )
+/// [`float_avx512`] for integers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn int_avx512<I: IntLoad>(data: &[u8], shape: Shape, need: Need, shift: &[i64]) -> Vec<Acc> {
+    run_i::<I, 16, true>(data, shape, need, shift)
 }
 
 /// Decodes `count` elements, `step` bytes apart, as shift values: floats that are not finite
@@ -608,9 +641,9 @@ mod tests {
             };
             let shift = decode_shift(&data, dt, width, 8);
             let best = reduce(&data, dt, shape, need, &shift);
-            let avx2 = reduce_any::<8, true>(&data, dt, shape, need, &shift);
-            let wide = reduce_any::<16, true>(&data, dt, shape, need, &shift);
-            let base = reduce_any::<8, false>(&data, dt, shape, need, &shift);
+            let avx2 = run_f::<F64Le, 8, true>(&data, shape, need, &shift.float);
+            let wide = run_f::<F64Le, 16, true>(&data, shape, need, &shift.float);
+            let base = run_f::<F64Le, 8, false>(&data, shape, need, &shift.float);
             for (a, b) in [(&best, &avx2), (&best, &wide), (&best, &base)] {
                 for (x, y) in a.iter().zip(b.iter()) {
                     assert_eq!(x.sum_hi.to_bits(), y.sum_hi.to_bits(), "{rows}x{width}");
